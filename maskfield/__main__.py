@@ -1,0 +1,5 @@
+import sys
+
+from maskfield.cli import main
+
+sys.exit(main())

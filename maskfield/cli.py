@@ -1,0 +1,81 @@
+"""`maskfield <command>`: one thin subcommand per pipeline stage.
+
+Each command parses flags, calls one importable stage function, and turns a `MaskfieldError`
+into one sentence on stderr and exit status 2 (no traceback). Commands register themselves in
+`COMMANDS` below; the stage modules are imported lazily so `maskfield --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+
+from maskfield.errors import MaskfieldError
+
+# command name -> "module:function" that adds the subparser and sets `func` on it.
+# Each module owns its flags; the function signature is `register(subparsers) -> None`.
+COMMANDS: dict[str, str] = {
+    "synthesize": "maskfield.stages.synthesize:register",
+    "inspect": "maskfield.stages.inspect:register",
+    "masks": "maskfield.stages.teachers:register_masks",
+    "embed": "maskfield.stages.teachers:register_embed",
+    "train-rgb": "maskfield.stages.rgb:register_train_rgb",
+    "geometry": "maskfield.stages.rgb:register_geometry",
+    "train-mask": "maskfield.stages.mask:register_train_mask",
+    "render": "maskfield.stages.mask:register_render",
+    "render-teacher": "maskfield.stages.evaluate:register_render_teacher",
+    "evaluate": "maskfield.stages.evaluate:register_evaluate",
+    "table": "maskfield.stages.evaluate:register_table",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maskfield", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, target in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=f"(run `maskfield {name} -h`)")
+            continue
+        module_name, func_name = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("maskfield"):
+                continue  # stage not built yet
+            raise
+        getattr(module, func_name)(sub, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    start = time.perf_counter()
+    try:
+        args.func(args)
+    except MaskfieldError as exc:
+        print(f"maskfield {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"maskfield {args.command}: interrupted; no output was written.", file=sys.stderr)
+        return 130
+    logging.getLogger("maskfield").info("%s finished in %.1f s", args.command, time.perf_counter() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""renders/<dataset>/<scene>/<method>.h5: threshold-free predictions for the test views.
+
+One group per test view, `views/<view_name>`:
+    probs (Q_v, h, w) float16    per-query mask probabilities (sigmoid of the logits)
+    semantics (Q_v, D) float32   each query's semantic embedding (unnormalised as predicted)
+    attrs: view_index (int, index in the Scene)
+File attrs: method, backend, teacher, dataset, scene, format_version, text_model (which text
+encoder matches the semantics: "simulated" or an open_clip model id).
+Q_v may differ between views (the `teacher-2d` reference row uses each view's own masks).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from maskfield.io.atomic import atomic_path
+from maskfield.io.h5 import open_h5
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ViewPrediction:
+    view_name: str
+    view_index: int
+    probs: np.ndarray  # [Q, h, w] float in [0, 1]
+    semantics: np.ndarray  # [Q, D]
+
+
+@dataclass
+class Renders:
+    views: list[ViewPrediction]
+    attrs: dict = field(default_factory=dict)
+
+
+def write_renders(path: str | os.PathLike, renders: Renders) -> Path:
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            g = f.create_group("views")
+            for vp in renders.views:
+                vg = g.create_group(vp.view_name)
+                vg.create_dataset("probs", data=vp.probs.astype(np.float16), compression="gzip", compression_opts=1)
+                vg.create_dataset("semantics", data=vp.semantics.astype(np.float32))
+                vg.attrs["view_index"] = int(vp.view_index)
+            f.attrs["format_version"] = FORMAT_VERSION
+            for k, v in renders.attrs.items():
+                f.attrs[k] = v
+    return Path(path)
+
+
+def read_renders(path: str | os.PathLike, rule: str = "render") -> Renders:
+    with open_h5(path, "renders file", rule, ("views",)) as f:
+        views = [
+            ViewPrediction(name, int(g.attrs["view_index"]), g["probs"][()].astype(np.float32), g["semantics"][()])
+            for name, g in f["views"].items()
+        ]
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    views.sort(key=lambda vp: vp.view_index)
+    return Renders(views, attrs)

@@ -1,0 +1,1 @@
+"""Stage functions (paths + settings in, artifact out) and their CLI registration."""

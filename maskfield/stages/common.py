@@ -1,0 +1,50 @@
+"""Flags and helpers shared by the stage commands (scene selection, settings, devices)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+
+import numpy as np
+import torch
+
+from maskfield.errors import MaskfieldError
+
+log = logging.getLogger("maskfield")
+
+
+def add_scene_args(p: argparse.ArgumentParser) -> None:
+    """The flags every scene-reading command takes."""
+    p.add_argument("--layout", required=True, choices=["replica", "ovs3d", "lerf_mask"], help="on-disk layout of the scene")
+    p.add_argument("--scene-dir", required=True, help="folder of the scene")
+    p.add_argument("--dataset", default=None, help="dataset name recorded in outputs (default: the layout)")
+    p.add_argument("--reader-settings", default="{}", help="JSON object of reader settings (see maskfield.data.loader)")
+
+
+def scene_from_args(args: argparse.Namespace):
+    """Load the Scene named by `add_scene_args` flags."""
+    from maskfield.data import load_scene
+
+    try:
+        reader_settings = json.loads(args.reader_settings or "{}")
+    except json.JSONDecodeError as exc:
+        raise MaskfieldError(f"--reader-settings is not valid JSON ({exc}).") from exc
+    return load_scene(args.layout, args.scene_dir, reader_settings, dataset=args.dataset)
+
+
+def seed_everything(seed: int) -> None:
+    """Same config and seed, same numbers on CPU."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """`auto` is CUDA when present, else CPU; an explicit `cuda` without CUDA is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise MaskfieldError(f"device '{requested}' was asked for but CUDA is not available; set device to 'auto' or 'cpu'.")
+    return torch.device(requested)
