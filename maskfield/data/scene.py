@@ -88,6 +88,7 @@ class Scene:
     depth: np.ndarray | None = None  # [V, H, W] float32 z-depth along the optical axis, 0 = none
     hierarchy: SceneHierarchy | None = None
     near_far: tuple[float, float] | None = None  # scene depth bounds when the layout gives them
+    aabb: np.ndarray | None = None  # [2, 3] world box holding the content, when the layout tells (depth, points3D)
     scene_type: str = "bounded"  # "bounded" (inside-out) | "forward" | "unbounded" (360)
 
     @property

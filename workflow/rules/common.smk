@@ -1,0 +1,114 @@
+# Config validation and input functions, named for what they return (no lambdas in rules).
+import json
+import shlex
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+# Each rule lists its stage's own modules as inputs: Snakemake does not track imported code,
+# so this is what makes a code change rerun exactly the stage it touches.
+PKG = Path(workflow.basedir).parent / "maskfield"
+
+
+def code(*modules):
+    return [str(PKG / m) for m in modules]
+
+
+def dataset_config(dataset):
+    if dataset not in config["datasets"]:
+        raise WorkflowError(
+            f"Dataset '{dataset}' is not in config['datasets'] (known: {sorted(config['datasets'])})."
+        )
+    return config["datasets"][dataset]
+
+
+def scene_config(dataset, scene):
+    ds = dataset_config(dataset)
+    if scene not in ds["scenes"]:
+        raise WorkflowError(
+            f"Scene '{scene}' is not listed under config['datasets']['{dataset}']['scenes'] (known: {sorted(ds['scenes'])})."
+        )
+    return ds["scenes"][scene]
+
+
+def scene_dir(dataset, scene):
+    return str(Path(dataset_config(dataset)["root"]) / scene)
+
+
+def get_scene_input(wildcards):
+    """The scene folder: a rule output for synthetic datasets, a checked path for real ones."""
+    ds = dataset_config(wildcards.dataset)
+    path = scene_dir(wildcards.dataset, wildcards.scene)
+    if ds.get("synthesize", False):
+        return path
+    if not Path(path).is_dir():
+        raise WorkflowError(
+            f"Scene folder {path} does not exist: download the '{wildcards.dataset}' dataset (README, "
+            f"section 'Real data') and place it there, or set config['datasets']['{wildcards.dataset}']['root']."
+        )
+    return []  # read in place; not tracked as a file input (real datasets do not change)
+
+
+def get_reader_settings(dataset, scene):
+    merged = dict(dataset_config(dataset).get("reader", {}))
+    merged.update(scene_config(dataset, scene).get("reader", {}))
+    return merged
+
+
+def get_scene_flags(wildcards):
+    """The `--layout --scene-dir --dataset --reader-settings` flags of every scene-reading command."""
+    sc = scene_config(wildcards.dataset, wildcards.scene)
+    reader = json.dumps(get_reader_settings(wildcards.dataset, wildcards.scene), sort_keys=True)
+    return (
+        f"--layout {sc['layout']} --scene-dir {shlex.quote(scene_dir(wildcards.dataset, wildcards.scene))} "
+        f"--dataset {wildcards.dataset} --reader-settings {shlex.quote(reader)}"
+    )
+
+
+def settings_json(section):
+    """A config section as the quoted JSON a stage takes with --settings (deterministic text)."""
+    return shlex.quote(json.dumps(section, sort_keys=True))
+
+
+def with_seed(section):
+    merged = {"seed": config["seed"]}
+    merged.update(section)
+    return merged
+
+
+def teacher_kind(dataset):
+    return dataset_config(dataset).get("teacher", "real")
+
+
+def get_masks_source(wildcards):
+    return "simulated" if teacher_kind(wildcards.dataset) == "simulated" else "sam"
+
+
+def get_masks_settings(wildcards):
+    key = "simulated_masks" if teacher_kind(wildcards.dataset) == "simulated" else "sam"
+    return settings_json(with_seed(config["teachers"][key]))
+
+
+def get_embed_source(wildcards):
+    return "simulated" if teacher_kind(wildcards.dataset) == "simulated" else "clip"
+
+
+def get_embed_settings(wildcards):
+    key = "simulated_embeddings" if teacher_kind(wildcards.dataset) == "simulated" else "clip"
+    return settings_json(with_seed(config["teachers"][key]))
+
+
+def scenes_of(dataset):
+    return list(dataset_config(dataset)["scenes"])
+
+
+def get_table_metrics(wildcards):
+    return [
+        f"results/metrics/{wildcards.dataset}/{scene}/{method}.csv"
+        for scene in scenes_of(wildcards.dataset)
+        for method in config["methods"]
+    ]

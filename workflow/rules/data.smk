@@ -1,0 +1,36 @@
+# Stage 0: scenes. Real datasets are read in place; the synthetic benchmark is generated here.
+
+wildcard_constraints:
+    dataset="[^/]+",
+    scene="[^/]+",
+    method="[^/]+",
+
+
+def get_synthetic_layout(wildcards):
+    return scene_config("synthetic", wildcards.scene)["layout"]
+
+
+def get_synthesize_settings(wildcards):
+    layout = get_synthetic_layout(wildcards)
+    return settings_json(with_seed(config["synthetic"].get(layout, {})))
+
+
+rule synthesize_scene:
+    input:
+        code("data/synthetic.py", "data/synthetic_writers.py", "stages/synthesize.py"),
+    output:
+        directory(f"{config['datasets']['synthetic']['root']}/{{scene}}"),
+    params:
+        layout=get_synthetic_layout,
+        settings=get_synthesize_settings,
+    log:
+        "logs/synthesize_scene/synthetic/{scene}.log",
+    benchmark:
+        "benchmarks/synthesize_scene/synthetic/{scene}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/maskfield.yaml"
+    shell:
+        "maskfield synthesize --layout {params.layout} --out {output} --settings {params.settings} > {log} 2>&1"

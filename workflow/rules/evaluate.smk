@@ -1,0 +1,78 @@
+# Stages 5-6: threshold-free renders, then the cheap evaluation where every threshold lives.
+
+
+rule render:
+    input:
+        scene=get_scene_input,
+        geometry="results/fields/{dataset}/{scene}/geometry-nerf.h5",
+        ckpt="results/fields/{dataset}/{scene}/maskfield-nerf.pt",
+        code=code("fields/feature_field.py", "distill/mask_field.py", "stages/mask.py"),
+    output:
+        "results/renders/{dataset}/{scene}/maskfield-nerf.h5",
+    params:
+        scene=get_scene_flags,
+    log:
+        "logs/render/{dataset}/{scene}.log",
+    benchmark:
+        "benchmarks/render/{dataset}/{scene}.tsv"
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=30,
+    conda:
+        "../../envs/maskfield.yaml"
+    shell:
+        "maskfield render {params.scene} --geometry {input.geometry} --checkpoint {input.ckpt} "
+        "--out {output} > {log} 2>&1"
+
+
+rule render_teacher:
+    input:
+        scene=get_scene_input,
+        masks="results/cache/{dataset}/{scene}/masks.h5",
+        embeddings="results/cache/{dataset}/{scene}/embeddings.h5",
+        code=code("stages/evaluate.py"),
+    output:
+        "results/renders/{dataset}/{scene}/teacher-2d.h5",
+    params:
+        scene=get_scene_flags,
+    log:
+        "logs/render_teacher/{dataset}/{scene}.log",
+    benchmark:
+        "benchmarks/render_teacher/{dataset}/{scene}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/maskfield.yaml"
+    shell:
+        "maskfield render-teacher {params.scene} --masks {input.masks} --embeddings {input.embeddings} "
+        "--out {output} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        scene=get_scene_input,
+        renders="results/renders/{dataset}/{scene}/{method}.h5",
+        code=code(
+            "infer/segmentation.py", "infer/query.py", "evaluate/metrics.py", "stages/evaluate.py"
+        ),
+    output:
+        "results/metrics/{dataset}/{scene}/{method}.csv",
+    params:
+        scene=get_scene_flags,
+        # The only rule that sees the inference settings: changing a threshold reruns this and the
+        # tables, nothing upstream.
+        settings=settings_json(config["inference"]),
+    log:
+        "logs/evaluate/{dataset}/{scene}/{method}.log",
+    benchmark:
+        "benchmarks/evaluate/{dataset}/{scene}/{method}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/maskfield.yaml"
+    shell:
+        "maskfield evaluate {params.scene} --renders {input.renders} --settings {params.settings} "
+        "--out {output} > {log} 2>&1"
