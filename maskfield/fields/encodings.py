@@ -86,22 +86,31 @@ class HashGrid(nn.Module):
         self.register_buffer("resolutions", torch.tensor(resolutions), persistent=False)
         self.register_buffer("sizes", torch.tensor(sizes), persistent=False)
         self.register_buffer("offsets", torch.tensor(offsets), persistent=False)
-        self.table = nn.Parameter((torch.rand(sum(sizes), features) * 2 - 1) * init_scale)
+        # flat [sum(sizes) * features], level after level, entry-major: tinycudann's parameter layout
+        self.table = nn.Parameter((torch.rand(sum(sizes) * features) * 2 - 1) * init_scale)
+        self.features = features
         self.out_dim = levels * features
         self.tcnn_config = {"otype": "HashGrid", "n_levels": levels, "n_features_per_level": features,
                             "log2_hashmap_size": log2_table, "base_resolution": min_res,
                             "per_level_scale": math.exp((math.log(max_res) - math.log(min_res)) / max(levels - 1, 1))}
         self._tcnn = None
         if use_tcnn and tcnn is not None and torch.cuda.is_available():
-            self._tcnn = tcnn.Encoding(3, self.tcnn_config, dtype=torch.float32)
-            self._tcnn.params = self.table  # one parameter, shared by both paths (same layout)
+            module = tcnn.Encoding(3, self.tcnn_config, dtype=torch.float32)
+            if module.params.numel() == self.table.numel():
+                # kept outside the module tree so `table` is the one parameter in the state dict
+                self.__dict__["_tcnn"] = module
+
+    def _tcnn_forward(self, u: torch.Tensor) -> torch.Tensor:
+        self._tcnn.params = self.table  # tinycudann reads `.params`; point it at the shared table
+        return self._tcnn(u.contiguous()).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, 3] in [-1, 1]^3 -> [N, levels * features]."""
         u = ((x + 1) / 2).clamp(0, 1)
         if self._tcnn is not None and x.is_cuda:
-            return self._tcnn(u).float()
-        return _hash_grid_torch(u, self.table, self.scales, self.resolutions, self.sizes, self.offsets)
+            return self._tcnn_forward(u)
+        table = self.table.view(-1, self.features)
+        return _hash_grid_torch(u, table, self.scales, self.resolutions, self.sizes, self.offsets)
 
 
 class TensorVM(nn.Module):

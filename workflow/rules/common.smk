@@ -9,7 +9,7 @@ from snakemake.utils import validate
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-# Each rule lists its stage's own modules as inputs: Snakemake does not track imported code,
+# Stage modules are listed as inputs of their rules because Snakemake does not track imported code,
 # so this is what makes a code change rerun exactly the stage it touches.
 PKG = Path(workflow.basedir).parent / "maskfield"
 
@@ -112,3 +112,24 @@ def get_table_metrics(wildcards):
         for scene in scenes_of(wildcards.dataset)
         for method in config["methods"]
     ]
+
+
+def get_synthetic_layout(wildcards):
+    return scene_config("synthetic", wildcards.scene)["layout"]
+
+
+def get_synthesize_settings(wildcards):
+    layout = get_synthetic_layout(wildcards)
+    return settings_json(with_seed(config["synthetic"].get(layout, {})))
+
+
+def get_masks_code(wildcards):
+    if get_masks_source(wildcards) == "simulated":
+        return code("teachers/simulated.py", "stages/teachers.py")
+    return code("teachers/sam.py", "teachers/mask_nms.py", "stages/teachers.py")
+
+
+def get_embed_code(wildcards):
+    if get_embed_source(wildcards) == "simulated":
+        return code("teachers/simulated.py", "teachers/text.py", "stages/teachers.py")
+    return code("teachers/clip.py", "teachers/text.py", "stages/teachers.py")

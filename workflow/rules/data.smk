@@ -1,18 +1,5 @@
 # Stage 0: scenes. Real datasets are read in place; the synthetic benchmark is generated here.
 
-wildcard_constraints:
-    dataset="[^/]+",
-    scene="[^/]+",
-    method="[^/]+",
-
-
-def get_synthetic_layout(wildcards):
-    return scene_config("synthetic", wildcards.scene)["layout"]
-
-
-def get_synthesize_settings(wildcards):
-    layout = get_synthetic_layout(wildcards)
-    return settings_json(with_seed(config["synthetic"].get(layout, {})))
 
 
 rule synthesize_scene:

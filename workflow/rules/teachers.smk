@@ -1,17 +1,6 @@
 # Stages 1-2: the teacher caches. Changing a CLIP setting reruns the embeddings, never the masks.
 
 
-def get_masks_code(wildcards):
-    if get_masks_source(wildcards) == "simulated":
-        return code("teachers/simulated.py", "stages/teachers.py")
-    return code("teachers/sam.py", "teachers/mask_nms.py", "stages/teachers.py")
-
-
-def get_embed_code(wildcards):
-    if get_embed_source(wildcards) == "simulated":
-        return code("teachers/simulated.py", "teachers/text.py", "stages/teachers.py")
-    return code("teachers/clip.py", "teachers/text.py", "stages/teachers.py")
-
 
 rule sam_masks:
     input:

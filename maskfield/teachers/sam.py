@@ -1,0 +1,281 @@
+"""SAM teacher: segment_anything's automatic mask generator, with the s/m/l levels kept apart.
+
+The official MaskField code uses a segment_anything fork whose `generate()` returns the three
+multimask outputs (0 small, 1 medium, 2 large) separately, each box-NMSed and then mask-NMSed on
+its own. With the stock package we get the same by subclassing `SamAutomaticMaskGenerator`: the
+decoder runs once per point batch, the stock per-output filtering runs once per multimask index,
+and the within-crop box NMS uses the level as its category. Crop layers are not supported
+(official setting `crop_n_layers=0`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from segment_anything import SamAutomaticMaskGenerator
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.utils.amg import MaskData, batch_iterator, rle_to_mask, uncrop_boxes_xyxy, uncrop_points
+from torchvision.ops.boxes import batched_nms
+
+from maskfield.errors import MaskfieldError
+from maskfield.teachers.mask_nms import MaskNmsSettings, mask_nms
+
+log = logging.getLogger("maskfield.teachers.sam")
+
+SAM_LEVELS = (1, 2, 0)  # storage order of the official code: m, l, s
+
+
+@dataclass(frozen=True)
+class SamArch:
+    """Architecture numbers of a SAM model (segment_anything/build_sam.py)."""
+
+    encoder_embed_dim: int
+    encoder_depth: int
+    encoder_num_heads: int
+    encoder_global_attn_indexes: tuple[int, ...]
+    image_size: int = 1024
+    patch_size: int = 16
+    window_size: int = 14
+    prompt_embed_dim: int = 256
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_hidden_dim: int = 256
+
+
+SAM_PRESETS = {
+    "vit_h": SamArch(1280, 32, 16, (7, 15, 23, 31)),
+    "vit_l": SamArch(1024, 24, 16, (5, 11, 17, 23)),
+    "vit_b": SamArch(768, 12, 12, (2, 5, 8, 11)),
+}
+
+
+@dataclass
+class SamSettings:
+    """`teachers.sam` config section. Defaults are the official MaskField ones."""
+
+    checkpoint: str = "resources/weights/sam_vit_h_4b8939.pth"
+    """Local SAM state dict (sam_vit_h_4b8939.pth from the segment-anything release)."""
+    model_type: str = "vit_h"
+    """Architecture preset: vit_h, vit_l or vit_b."""
+    arch: dict = field(default_factory=dict)
+    """Overrides of the preset's numbers (fields of SamArch), e.g. for a smaller encoder."""
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.7
+    stability_score_thresh: float = 0.85
+    box_nms_thresh: float = 0.7
+    min_mask_region_area: int = 100
+    """Holes/islands smaller than this (pixels at the downscaled size) are removed."""
+    downscale: int = 8
+    """SAM sees the image shrunk by this factor (PIL default filter); masks are stored at that size."""
+    nms: MaskNmsSettings = field(default_factory=MaskNmsSettings)
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.nms, dict):
+            self.nms = MaskNmsSettings(**self.nms)
+        if self.model_type not in SAM_PRESETS:
+            raise ValueError(f"model_type must be one of {sorted(SAM_PRESETS)}, got {self.model_type!r}")
+        if self.downscale < 1:
+            raise ValueError("downscale must be >= 1")
+
+    def architecture(self) -> SamArch:
+        known = {f.name for f in dataclasses.fields(SamArch)}
+        unknown = sorted(set(self.arch) - known)
+        if unknown:
+            raise ValueError(f"unknown arch key(s) {unknown}; known: {sorted(known)}")
+        arch = dict(self.arch)
+        if "encoder_global_attn_indexes" in arch:
+            arch["encoder_global_attn_indexes"] = tuple(arch["encoder_global_attn_indexes"])
+        return dataclasses.replace(SAM_PRESETS[self.model_type], **arch)
+
+    def teacher_name(self) -> str:
+        """`sam:vit_h`, or `sam:vit_h-custom` when the architecture was overridden."""
+        return f"sam:{self.model_type}" + ("-custom" if self.arch else "")
+
+
+def build_sam_model(a: SamArch) -> Sam:
+    """A randomly initialised SAM of architecture `a` (same assembly as build_sam._build_sam)."""
+    emb = a.image_size // a.patch_size
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=a.encoder_depth, embed_dim=a.encoder_embed_dim, img_size=a.image_size, mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=a.encoder_num_heads,
+            patch_size=a.patch_size, qkv_bias=True, use_rel_pos=True,
+            global_attn_indexes=a.encoder_global_attn_indexes, window_size=a.window_size,
+            out_chans=a.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=a.prompt_embed_dim, image_embedding_size=(emb, emb),
+            input_image_size=(a.image_size, a.image_size), mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=a.decoder_depth, embedding_dim=a.prompt_embed_dim,
+                mlp_dim=a.decoder_mlp_dim, num_heads=a.decoder_num_heads,
+            ),
+            transformer_dim=a.prompt_embed_dim, iou_head_depth=3, iou_head_hidden_dim=a.iou_head_hidden_dim,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    ).eval()
+
+
+def guess_sam_type(state: dict) -> str:
+    """Which preset a SAM state dict looks like, in words (for error messages)."""
+    w = state.get("image_encoder.patch_embed.proj.weight")
+    if not isinstance(w, torch.Tensor):
+        return "not a SAM checkpoint (no image_encoder.patch_embed.proj.weight)"
+    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+    dim = int(w.shape[0])
+    for name, arch in SAM_PRESETS.items():
+        if (arch.encoder_embed_dim, arch.encoder_depth) == (dim, depth):
+            return f"a {name} checkpoint (embed dim {dim}, {depth} blocks)"
+    return f"a custom SAM (embed dim {dim}, {depth} blocks)"
+
+
+def load_sam(s: SamSettings, device: torch.device) -> Sam:
+    """Build the model of `s` and load its local checkpoint (never downloads)."""
+    path = Path(s.checkpoint)
+    if not path.is_file():
+        raise MaskfieldError(
+            f"SAM checkpoint {path} not found; download sam_vit_h_4b8939.pth (or the vit_l/vit_b file) from the "
+            f"segment-anything release (github.com/facebookresearch/segment-anything#model-checkpoints) "
+            f"and set the config key teachers.sam.checkpoint to its path."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors come in many types
+        raise MaskfieldError(f"SAM checkpoint {path} is not a readable PyTorch state dict ({exc}); replace the file.") from exc
+    if not isinstance(state, dict):
+        raise MaskfieldError(f"SAM checkpoint {path} does not hold a state dict; use the official .pth file.")
+    model = build_sam_model(s.architecture())
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise MaskfieldError(
+            f"SAM checkpoint {path} does not fit teachers.sam.model_type '{s.model_type}'"
+            f"{' with the given arch' if s.arch else ''}: it looks like {guess_sam_type(state)}; "
+            f"set teachers.sam.model_type to match the file."
+        ) from exc
+    return model.to(device)
+
+
+class LeveledMaskGenerator(SamAutomaticMaskGenerator):
+    """`SamAutomaticMaskGenerator` whose mask records carry `level` (the multimask index 0/1/2)."""
+
+    def _process_batch(self, points, im_size, crop_box, orig_size) -> MaskData:
+        """Run the decoder once, then the stock per-mask filtering once per multimask output."""
+        predictor = self.predictor
+        in_points = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=predictor.device)
+        labels = torch.ones(len(in_points), dtype=torch.int, device=predictor.device)
+        masks, iou_preds, low = predictor.predict_torch(
+            in_points[:, None, :], labels[:, None], multimask_output=True, return_logits=True
+        )
+        out = MaskData()
+        for level in range(masks.shape[1]):
+            sl = slice(level, level + 1)
+            # The stock method calls predict_torch itself; hand it this level's precomputed output
+            # (an instance attribute shadows the method for the duration of the call only).
+            predictor.predict_torch = lambda *a, _s=sl, **k: (masks[:, _s], iou_preds[:, _s], low[:, _s])
+            try:
+                data = super()._process_batch(points, im_size, crop_box, orig_size)
+            finally:
+                del predictor.predict_torch
+            data["level"] = torch.full((len(data["rles"]),), level, dtype=torch.int64)
+            out.cat(data)
+        return out
+
+    def _process_crop(self, image, crop_box, crop_layer_idx, orig_size) -> MaskData:
+        """The stock crop loop, with box NMS per level instead of across levels (as the fork)."""
+        x0, y0, x1, y1 = crop_box
+        cropped = image[y0:y1, x0:x1, :]
+        self.predictor.set_image(cropped)
+        points_for_image = self.point_grids[crop_layer_idx] * np.array(cropped.shape[:2])[None, ::-1]
+        data = MaskData()
+        for (points,) in batch_iterator(self.points_per_batch, points_for_image):
+            data.cat(self._process_batch(points, cropped.shape[:2], crop_box, orig_size))
+        self.predictor.reset_image()
+        keep = batched_nms(data["boxes"].float(), data["iou_preds"], data["level"], iou_threshold=self.box_nms_thresh)
+        data.filter(keep)
+        data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
+        data["points"] = uncrop_points(data["points"], crop_box)
+        data["crop_boxes"] = torch.tensor([crop_box for _ in range(len(data["rles"]))])
+        return data
+
+    def generate_levels(self, image: np.ndarray, nms: MaskNmsSettings) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Masks per level after small-region cleanup and mask NMS.
+
+        Args:
+            image: [h, w, 3] uint8.
+        Returns:
+            level -> (masks [k, h, w] bool, scores [k] float32 = predicted_iou x stability), best first.
+        """
+        data = self._generate_masks(image)
+        h, w = image.shape[:2]
+        out = {}
+        for level in range(3):
+            sub = MaskData(**dict(data.items()))
+            sub.filter(torch.as_tensor(np.asarray(data["level"]) == level))
+            if self.min_mask_region_area > 0:
+                sub = self.postprocess_small_regions(
+                    sub, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh)
+                )
+            if len(sub["rles"]) == 0:
+                out[level] = (np.zeros((0, h, w), bool), np.zeros(0, np.float32))
+                continue
+            masks = np.stack([rle_to_mask(r) for r in sub["rles"]]).astype(bool)
+            scores = (np.asarray(sub["iou_preds"]) * np.asarray(sub["stability_score"])).astype(np.float32)
+            keep = mask_nms(masks, scores, nms)
+            out[level] = (masks[keep], scores[keep])
+        return out
+
+
+def make_generator(model: Sam, s: SamSettings) -> LeveledMaskGenerator:
+    """The generator with the settings of `s` (crop layers off, as the official code)."""
+    return LeveledMaskGenerator(
+        model,
+        points_per_side=s.points_per_side,
+        points_per_batch=s.points_per_batch,
+        pred_iou_thresh=s.pred_iou_thresh,
+        stability_score_thresh=s.stability_score_thresh,
+        box_nms_thresh=s.box_nms_thresh,
+        crop_n_layers=0,
+        min_mask_region_area=s.min_mask_region_area,
+        output_mode="binary_mask",
+    )
+
+
+def downscale_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """[H, W, 3] uint8 -> [round(H/f), round(W/f), 3] with PIL's default resize filter (official)."""
+    if factor == 1:
+        return image
+    H, W = image.shape[:2]
+    size = (max(1, round(W / factor)), max(1, round(H / factor)))
+    return np.asarray(Image.fromarray(image).resize(size))
+
+
+def sam_view_masks(gen: LeveledMaskGenerator, image: np.ndarray, s: SamSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All kept masks of one view, in the official order m, l, s.
+
+    Args:
+        image: [H, W, 3] uint8 at full resolution.
+    Returns:
+        masks [k, h, w] bool at 1/downscale, scores [k] float32, levels [k] int8.
+    """
+    small = downscale_image(image, s.downscale)
+    per_level = gen.generate_levels(small, s.nms)
+    masks = np.concatenate([per_level[lv][0] for lv in SAM_LEVELS])
+    scores = np.concatenate([per_level[lv][1] for lv in SAM_LEVELS])
+    levels = np.concatenate([np.full(len(per_level[lv][0]), lv, np.int8) for lv in SAM_LEVELS])
+    return masks, scores, levels
