@@ -61,6 +61,13 @@ def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
+def resize_rgb(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """LANCZOS resize of a uint8 [H, W, 3] image to (width, height); unchanged if already that size."""
+    if (img.shape[1], img.shape[0]) == tuple(size):
+        return img
+    return np.asarray(Image.fromarray(img).resize(tuple(size), Image.Resampling.LANCZOS), dtype=np.uint8).copy()
+
+
 def read_map(path: Path) -> np.ndarray:
     """A single-channel map (label ids, uint16 depth) as stored: [H, W] with the file's integer type."""
     im = _open(path)

@@ -84,7 +84,7 @@ def add_room(w: World, rng, lo, hi) -> None:
     for (pt, n, ax), tint in zip(walls, tints):
         d = np.zeros(3)
         d[ax] = 1.0  # vertical stripes along the wall
-        tex = make_texture(rng, "stripes", tint, _shade(tint, 0.8), 0.5, direction=d)
+        tex = make_texture(rng, "stripes", tint, _shade(tint, 0.7), 0.5, direction=d)
         _plane(w, "wall", "wall", pt, n, tex)
 
 
@@ -119,7 +119,8 @@ def add_chair(w: World, rng, pos, yaw, colour) -> int:
     fabric = make_texture(rng, "checker", colour, _shade(colour, 0.7), 0.12, axes=(0, 1))
     w.shapes.append(Box(p + _v(0, 0, 0.45), _v(0.22, 0.22, 0.025), yaw, w.new_part(inst, "chair seat"), fabric))
     back_tex = make_texture(rng, "stripes", colour, _shade(colour, 0.65), 0.1, direction=_v(0, 0, 1))
-    w.shapes.append(Box(p - 0.2 * fwd + _v(0, 0, 0.7), _v(0.02, 0.22, 0.23), yaw, w.new_part(inst, "chair back"), back_tex))
+    back = Box(p - 0.2 * fwd + _v(0, 0, 0.7), _v(0.02, 0.22, 0.23), yaw, w.new_part(inst, "chair back"), back_tex)
+    w.shapes.append(back)
     metal = make_texture(rng, "noise", (0.25, 0.25, 0.27), (0.4, 0.4, 0.42), 0.2)
     for a in (-1, 1):
         for b in (-1, 1):
@@ -138,7 +139,8 @@ def add_sofa(w: World, rng, pos, yaw, colour) -> int:
     w.shapes.append(Box(p + _v(0, 0, 0.22), _v(0.4, 0.9, 0.22), yaw, w.new_part(inst, "sofa seat"), tex))
     w.shapes.append(Box(p - 0.32 * fwd + _v(0, 0, 0.6), _v(0.1, 0.9, 0.2), yaw, w.new_part(inst, "sofa back"), tex))
     for b in (-1, 1):
-        w.shapes.append(Box(p + 0.95 * b * side + _v(0, 0, 0.3), _v(0.4, 0.08, 0.3), yaw, w.new_part(inst, "sofa arm"), tex))
+        arm = Box(p + 0.95 * b * side + _v(0, 0, 0.3), _v(0.4, 0.08, 0.3), yaw, w.new_part(inst, "sofa arm"), tex)
+        w.shapes.append(arm)
     return inst
 
 
@@ -154,11 +156,13 @@ def add_lamp(w: World, rng, pos, z0=0.0, scale=1.0) -> int:
     """Lamp: base, pole and shade (a floor lamp at scale 1, a desk lamp at ~0.3)."""
     inst = w.new_instance("lamp")
     metal = make_texture(rng, "noise", (0.2, 0.2, 0.22), (0.45, 0.45, 0.5), 0.15 * scale + 0.05)
-    shade = make_texture(rng, "stripes", (0.95, 0.88, 0.65), (0.80, 0.70, 0.45), 0.12 * scale + 0.04, direction=_v(0, 0, 1))
+    shade = make_texture(rng, "stripes", (0.95, 0.88, 0.65), (0.80, 0.70, 0.45), 0.12 * scale + 0.04,
+                         direction=_v(0, 0, 1))
     x, y = pos
     w.shapes.append(Cylinder(_v(x, y, z0), 0.15 * scale, 0.04 * scale, w.new_part(inst, "lamp base"), metal))
     w.shapes.append(Cylinder(_v(x, y, z0), 0.025 * scale, 1.3 * scale, w.new_part(inst, "lamp pole"), metal))
-    w.shapes.append(Cylinder(_v(x, y, z0 + 1.3 * scale), 0.2 * scale, 0.3 * scale, w.new_part(inst, "lamp shade"), shade))
+    w.shapes.append(Cylinder(_v(x, y, z0 + 1.3 * scale), 0.2 * scale, 0.3 * scale, w.new_part(inst, "lamp shade"),
+                             shade))
     return inst
 
 
@@ -193,7 +197,8 @@ def add_book(w: World, rng, pos, z0, yaw, colour, size=(0.22, 0.15, 0.04), phras
 
 def add_ball(w: World, rng, pos, z0, radius, colour, phrase=None) -> int:
     inst = w.new_instance("ball", phrase)
-    tex = make_texture(rng, "stripes", colour, _shade(colour, 0.55), max(radius, 0.03), direction=_v(0.3, 0.2, 1) / 1.06)
+    tilt = _v(0.3, 0.2, 1.0) / np.linalg.norm([0.3, 0.2, 1.0])  # bands not parallel to the floor
+    tex = make_texture(rng, "stripes", colour, _shade(colour, 0.55), max(radius, 0.03), direction=tilt)
     w.shapes.append(Sphere(_v(pos[0], pos[1], z0 + radius), radius, w.new_part(inst, "ball"), tex))
     return inst
 
@@ -259,9 +264,9 @@ def forward_scene(rng: np.random.Generator) -> World:
           add_book(w, rng, tc + _v(-0.15, 0.05), top, 0.2, pick()),
           add_book(w, rng, tc + _v(-0.15, 0.05), top + 0.04, -0.15, pick(), size=(0.2, 0.14, 0.035)),
           add_ball(w, rng, tc + _v(0.42, -0.1) + _jit(rng, 0.04), top, 0.07, pick()),
+          add_ball(w, rng, tc + _v(0.3, 0.05) + _jit(rng, 0.03), top, 0.05, pick()),
           add_plant(w, rng, tc + _v(0.5, 0.22), top, scale=0.45),
           add_lamp(w, rng, tc + _v(-0.55, 0.25), z0=top, scale=0.4)]
-    add_chair(w, rng, tc + _v(0.55, -0.75), np.pi / 2 + 0.3, COLOURS["blue"])
     w.groups = [[table, *on], on[2:4]]
     return w
 
@@ -270,7 +275,7 @@ def forward_cameras(n: int) -> np.ndarray:
     """c2w [n, 4, 4]: LLFF-like spiral of eyes on a small plane, all looking at the desk."""
     from maskfield.data.synthetic import look_at
 
-    centre, focus = _v(0.0, -0.55, 1.35), _v(0.0, 0.6, 0.85)
+    centre, focus = _v(0.0, -0.6, 1.4), _v(0.0, 0.6, 0.85)
     out = []
     for i in range(n):
         a = 2 * np.pi * 2 * i / n  # two turns
@@ -295,7 +300,8 @@ def orbit_scene(rng: np.random.Generator) -> World:
           add_mug(w, rng, _v(-0.32, -0.2) + j(), top, COLOURS["blue"], "blue mug"),
           add_book(w, rng, _v(-0.2, 0.18) + j(), top, 0.4, COLOURS["blue"], phrase="blue book"),
           add_ball(w, rng, _v(0.25, -0.18) + j(), top, 0.06, COLOURS["green"], "green ball"),
-          add_book(w, rng, _v(0.05, -0.02) + j(), top, -0.3, COLOURS["yellow"], size=(0.18, 0.12, 0.03), phrase="yellow book"),
+          add_book(w, rng, _v(0.05, -0.02) + j(), top, -0.3, COLOURS["yellow"], size=(0.18, 0.12, 0.03),
+                   phrase="yellow book"),
           add_plant(w, rng, _v(0.02, 0.25) + j(), top, scale=0.3, colour=COLOURS["white"], phrase="white plant pot")]
     for yaw in (0.0, np.pi):
         add_chair(w, rng, _v(-0.85 * np.cos(yaw), 0.0), yaw, COLOURS["orange"])

@@ -142,11 +142,13 @@ def write_ovs3d(out: Path, gt: SceneGT, seg_views: list[int]) -> None:
     for v, name in enumerate(gt.view_names):
         save_png(out / "images" / f"{name}.png", gt.rendered.rgb[v])
     np.save(out / "poses_bounds.npy", llff_poses_bounds(gt.c2w, float(gt.K[0, 0, 0]), W, H, gt.rendered.depth))
-    classes = sorted(set(gt.world.instance_class.values()))
+    inst = gt.instance
+    # Only classes seen in some segmentation view: 3D-OVS scores a class absent from both GT and
+    # prediction as IoU 0, so an invisible prompt (e.g. the ceiling) would only add noise.
+    classes = sorted({gt.world.instance_class[i] for i in np.unique(inst[seg_views]) if i > 0})
     seg = out / "segmentations"
     seg.mkdir(parents=True, exist_ok=True)
     (seg / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
-    inst = gt.instance
     for v in seg_views:
         for c in classes:
             ids = [i for i, k in gt.world.instance_class.items() if k == c]
@@ -181,17 +183,16 @@ def write_lerf_mask(out: Path, gt: SceneGT, train: np.ndarray, queries: dict[str
 
 
 def sample_surface_points(gt: SceneGT, views: np.ndarray, n: int, rng: np.random.Generator):
-    """n surface points (world xyz [n, 3], rgb [n, 3] uint8) from random hit pixels of `views`."""
+    """n surface points (world xyz [n, 3], rgb [n, 3] uint8) at random hit pixels of `views`."""
     from maskfield.data.cameras import unproject_depth
 
-    V, H, W = gt.rendered.depth.shape
-    vs = rng.choice(views, size=n)
+    hits = [(v, p) for v in views for p in [np.flatnonzero(gt.rendered.depth[v] > 0)] if p.size]
+    if not hits:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
     xyz, rgb = np.zeros((n, 3)), np.zeros((n, 3), np.uint8)
-    for k, v in enumerate(vs):
-        hits = np.flatnonzero(gt.rendered.depth[v] > 0)
-        if hits.size == 0:
-            continue
-        pix = rng.choice(hits)
+    for k, h in enumerate(rng.integers(len(hits), size=n)):
+        v, pixels = hits[h]
+        pix = rng.choice(pixels)
         xyz[k] = unproject_depth(gt.rendered.depth[v], gt.K[v], gt.c2w[v])[pix]
         rgb[k] = gt.rendered.rgb[v].reshape(-1, 3)[pix]
     return xyz, rgb

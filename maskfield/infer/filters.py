@@ -69,9 +69,23 @@ def majority_filter(labels: np.ndarray, n_classes: int, size: int) -> np.ndarray
     return np.argmax(votes + 0.5 * own, axis=0).astype(np.int64)
 
 
+def centred_box_weights(size: int) -> np.ndarray:
+    """1-D mean-filter taps of width `size`, centred even for an even size.
+
+    An even box (the paper's 10) has no centre pixel, so a plain box filter shifts the map by
+    half a pixel and a thresholded mask loses a column on one side. Splitting the two end taps
+    in halves ([.5, 1, ..., 1, .5] / size) keeps the same width and mean without the shift.
+    """
+    if size % 2:
+        return np.full(size, 1.0 / size)
+    return np.concatenate([[0.5], np.ones(size - 1), [0.5]]) / size
+
+
 def mean_filter(maps: np.ndarray, size: int) -> np.ndarray:
-    """size x size mean filter of each map (borders replicate the edge), float32 [K, H, W]."""
+    """size x size centred mean filter of each map (borders replicate the edge), float32 [K, H, W]."""
     maps = np.asarray(maps, dtype=np.float32)
     if size <= 1 or maps.shape[0] == 0:
         return maps
-    return ndimage.uniform_filter(maps, size=(1, size, size), mode="nearest")
+    taps = centred_box_weights(size)
+    out = ndimage.correlate1d(maps, taps, axis=1, mode="nearest")
+    return ndimage.correlate1d(out, taps, axis=2, mode="nearest")

@@ -4,7 +4,12 @@
 
 rule synthesize_scene:
     input:
-        code("data/synthetic.py", "data/synthetic_writers.py", "stages/synthesize.py"),
+        code(
+            "data/synthetic.py",
+            "data/synthetic_scenes.py",
+            "data/synthetic_writers.py",
+            "stages/synthesize.py",
+        ),
     output:
         directory(f"{config['datasets']['synthetic']['root']}/{{scene}}"),
     params:

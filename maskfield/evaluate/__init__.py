@@ -1,0 +1,1 @@
+"""Benchmark metrics (`metrics`, public API) and the paper-shaped tables (`tables`)."""

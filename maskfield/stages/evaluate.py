@@ -1,0 +1,284 @@
+"""Stages 5-6 around the renders: the teacher-2d reference row, per-scene metrics, dataset tables.
+
+    maskfield render-teacher <scene flags> --masks masks.h5 --embeddings embeddings.h5 --out teacher-2d.h5
+    maskfield evaluate <scene flags> --renders R.h5 --settings '{"segmentation": {...}, "query": {...}}' --out M.csv
+    maskfield table --metrics A.csv B.csv ... --out results/tables/<dataset>.csv [--columns miou acc]
+
+All thresholds live in `evaluate` (renders are threshold-free). The scene's task picks the mode:
+segmentation (3D-OVS protocol, or the confusion-matrix protocol with ignore for the replica
+layout) or query (LERF-Mask protocol).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from maskfield.errors import MaskfieldError
+from maskfield.evaluate import metrics as M
+from maskfield.evaluate.tables import LONG_COLUMNS, format_table, pivot_table
+from maskfield.infer.query import CANONICAL_PHRASES, QuerySettings, query_mask
+from maskfield.infer.segmentation import SegmentationSettings, segment
+from maskfield.io.atomic import atomic_path
+from maskfield.io.renders import Renders, ViewPrediction, read_renders, write_renders
+from maskfield.settings import parse_settings, to_dict
+
+log = logging.getLogger("maskfield")
+
+
+@dataclass
+class InferenceSettings:
+    """The `inference` config section: `{"segmentation": {...}, "query": {...}}`."""
+
+    segmentation: SegmentationSettings = field(default_factory=SegmentationSettings)
+    query: QuerySettings = field(default_factory=QuerySettings)
+
+
+@dataclass
+class Metric:
+    name: str
+    value: float
+
+
+# ---------------------------------------------------------------- render-teacher
+
+
+def teacher_renders(scene, masks, embeddings) -> Renders:
+    """The teacher-2d row: each test view's own teacher masks (as 0/1 probabilities) and embeddings.
+
+    Args:
+        scene: the Scene (test ids, names). masks: MaskSet. embeddings: EmbeddingSet row-aligned.
+    """
+    if len(masks.view_names) != len(scene):
+        raise MaskfieldError(
+            f"the masks cache has {len(masks.view_names)} views but scene {scene.name} has {len(scene)}; "
+            f"rerun the `sam_masks` rule for this scene."
+        )
+    views = []
+    for v in scene.test_ids:
+        sl = masks.view_slice(int(v))
+        views.append(ViewPrediction(scene.view_names[v], int(v), masks.masks[sl].astype(np.float32),
+                                    embeddings.embeddings[sl].astype(np.float32)))
+    attrs = {"method": "teacher-2d", "backend": "none", "teacher": masks.teacher, "dataset": scene.dataset,
+             "scene": scene.name, "text_model": embeddings.model}
+    return Renders(views, attrs)
+
+
+def render_teacher(scene, masks_path: str | os.PathLike, embeddings_path: str | os.PathLike,
+                   out: str | os.PathLike) -> Path:
+    """Write the teacher-2d renders.h5 of a scene from its teacher caches; returns `out`."""
+    from maskfield.io.masks import read_embeddings, read_masks
+
+    renders = teacher_renders(scene, read_masks(masks_path), read_embeddings(embeddings_path, masks_path))
+    log.info("teacher-2d: %d test views of %s", len(renders.views), scene.name)
+    return write_renders(out, renders)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def _load_encoder(model_id: str):
+    """The text encoder that matches the renders' semantics (imported lazily: it may load CLIP)."""
+    from maskfield.teachers.text import load_text_encoder
+
+    return load_text_encoder(model_id)
+
+
+def _by_view(renders: Renders, n_views: int, where: str) -> dict[int, ViewPrediction]:
+    """Renders keyed by scene view index, checked against the scene size."""
+    out = {}
+    for vp in renders.views:
+        if not 0 <= vp.view_index < n_views:
+            raise MaskfieldError(f"{where} has view_index {vp.view_index} outside the scene's {n_views} views; "
+                                 f"it was rendered for another scene: rerun its rule.")
+        out[vp.view_index] = vp
+    return out
+
+
+def segmentation_metrics(scene, preds: dict[int, ViewPrediction], text: np.ndarray,
+                         s: SegmentationSettings, where: str) -> tuple[list[Metric], int]:
+    """Segmentation scores of a scene: miou, acc and per-class iou/<class>; returns (metrics, n_views).
+
+    Args:
+        text: [C, D] features of scene.class_prompts. where: the renders path, for messages.
+    """
+    views = [int(v) for v in scene.test_ids if int(v) in scene.seg_masks]
+    if not views:
+        raise MaskfieldError(f"scene {scene.name} has no segmentation ground truth for its test views; check its layout.")
+    missing = [scene.view_names[v] for v in views if v not in preds]
+    if missing:
+        raise MaskfieldError(f"{where} lacks the test views {missing}; rerun the rule that renders it.")
+    gts = [np.asarray(scene.seg_masks[v], bool) for v in views]
+    labels = [segment(preds[v].probs, preds[v].semantics, text, g.shape[1:], s) for v, g in zip(views, gts)]
+    if scene.layout == "replica":
+        r = M.replica_scores(gts, labels)
+        per_class = r.iou
+    else:
+        r = M.ovs_scores(gts, labels)
+        per_class = r.iou.mean(axis=0)
+    out = [Metric("miou", r.miou), Metric("acc", r.acc)]
+    out += [Metric(f"iou/{c}", float(v)) for c, v in zip(scene.class_prompts, per_class)]
+    return out, len(views)
+
+
+def query_metrics(scene, preds: dict[int, ViewPrediction], text: dict[str, np.ndarray],
+                  canonical: np.ndarray, s: QuerySettings) -> tuple[list[Metric], int]:
+    """LERF-Mask scores of a scene, plus missing/fallback counts; returns (metrics, n_views).
+
+    Args:
+        text: prompt -> [D] feature. canonical: [4, D] features of CANONICAL_PHRASES.
+    """
+    views = [int(v) for v in scene.test_ids if scene.query_masks.get(int(v))]
+    if not views:
+        raise MaskfieldError(f"scene {scene.name} has no query ground truth for its test views; check its layout.")
+    gts, masks, n_fallback = {}, {}, 0
+    for v in views:
+        for prompt, gt in scene.query_masks[v].items():
+            gts[(v, prompt)] = np.asarray(gt, bool)
+            if v in preds:
+                qp = query_mask(preds[v].probs, preds[v].semantics, text[prompt], canonical, gt.shape, s)
+                masks[(v, prompt)] = qp.mask
+                n_fallback += int(qp.fallback)
+    r = M.lerf_scores(gts, masks)
+    out = [Metric("miou", r.miou), Metric("mbiou", r.mbiou), Metric("miou_missing_zero", r.miou_missing_zero),
+           Metric("mbiou_missing_zero", r.mbiou_missing_zero), Metric("n_pairs", r.n_pairs),
+           Metric("n_missing", r.n_missing), Metric("n_fallback", n_fallback)]
+    out += [Metric(f"iou/{p}", v) for p, v in r.per_prompt_iou.items()]
+    out += [Metric(f"biou/{p}", v) for p, v in r.per_prompt_biou.items()]
+    return out, len(views)
+
+
+def evaluate_renders(scene, renders: Renders, settings: InferenceSettings, encoder, where: str = "renders") -> pd.DataFrame:
+    """Long-form metric rows (LONG_COLUMNS) of one method on one scene.
+
+    Args:
+        encoder: phrases -> [n, D] unit text features (a TextEncoder). where: renders path for messages.
+    """
+    preds = _by_view(renders, len(scene), where)
+    if scene.task == "segmentation":
+        text = _encode(encoder, scene.class_prompts, renders, where)
+        rows, n_views = segmentation_metrics(scene, preds, text, settings.segmentation, where)
+        used = settings.segmentation
+    else:
+        prompts = list(dict.fromkeys([*scene.query_prompts, *(p for m in scene.query_masks.values() for p in m)]))
+        feats = _encode(encoder, prompts + list(CANONICAL_PHRASES), renders, where)
+        text = dict(zip(prompts, feats))
+        rows, n_views = query_metrics(scene, preds, text, feats[len(prompts):], settings.query)
+        used = settings.query
+    a = renders.attrs
+    base = {"dataset": scene.dataset, "scene": scene.name, "method": str(a.get("method", "unknown")),
+            "backend": str(a.get("backend", "unknown")), "teacher": str(a.get("teacher", "unknown"))}
+    tail = {"n_views": n_views, "settings": json.dumps(to_dict(used), sort_keys=True)}
+    return pd.DataFrame([{**base, "metric": m.name, "value": float(m.value), **tail} for m in rows], columns=LONG_COLUMNS)
+
+
+def _encode(encoder, phrases: list[str], renders: Renders, where: str) -> np.ndarray:
+    """Encode phrases and check that their size matches the rendered semantics."""
+    feats = np.asarray(encoder(list(phrases)), np.float32)
+    dims = {vp.semantics.shape[1] for vp in renders.views if vp.semantics.ndim == 2 and len(vp.semantics)}
+    if dims and dims != {feats.shape[1]}:
+        raise MaskfieldError(f"{where} has {sorted(dims)}-dim semantics but its text model "
+                             f"{renders.attrs.get('text_model')!r} gives {feats.shape[1]}; rerender it.")
+    return feats
+
+
+def evaluate(scene, renders_path: str | os.PathLike, settings: InferenceSettings, out: str | os.PathLike) -> Path:
+    """Score one renders.h5 on its scene and write the long-form metrics CSV; returns `out`."""
+    renders = read_renders(renders_path)
+    model_id = renders.attrs.get("text_model")
+    if not model_id:
+        raise MaskfieldError(f"renders file {renders_path} has no `text_model` attr; rerun the rule that renders it.")
+    if renders.attrs.get("scene", scene.name) != scene.name:
+        raise MaskfieldError(f"renders file {renders_path} is for scene {renders.attrs['scene']!r}, "
+                             f"not {scene.name!r}; check the rule's input paths.")
+    df = evaluate_renders(scene, renders, settings, _load_encoder(str(model_id)), str(renders_path))
+    for _, row in df[df["metric"].isin(["miou", "acc", "mbiou", "n_missing", "n_fallback"])].iterrows():
+        log.info("%s/%s %s: %s = %.4g", row["dataset"], row["scene"], row["method"], row["metric"], row["value"])
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(out)
+
+
+# ---------------------------------------------------------------- table
+
+
+def read_long(paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate long-form metric CSVs (empty strings stay strings, values become floats)."""
+    frames = []
+    for p in paths:
+        if not Path(p).exists():
+            raise MaskfieldError(f"metrics file {p} does not exist; run the `evaluate` rule first.")
+        df = pd.read_csv(p, keep_default_na=False)
+        if not set(LONG_COLUMNS) <= set(df.columns):
+            raise MaskfieldError(f"metrics file {p} lacks columns {sorted(set(LONG_COLUMNS) - set(df.columns))}; "
+                                 f"delete it and rerun the `evaluate` rule.")
+        frames.append(df)
+    long = pd.concat(frames, ignore_index=True)
+    long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    return long
+
+
+def table(metrics_paths: list[str | os.PathLike], out: str | os.PathLike, columns: tuple[str, ...] | None = None) -> Path:
+    """Pivot long-form metric CSVs into the paper-shaped table CSV; returns `out`."""
+    df = pivot_table(read_long(metrics_paths), columns)
+    log.info("\n%s", format_table(df))
+    with atomic_path(out) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(out)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _run_render_teacher(args: argparse.Namespace) -> None:
+    from maskfield.stages.common import scene_from_args
+
+    render_teacher(scene_from_args(args), args.masks, args.embeddings, args.out)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from maskfield.stages.common import scene_from_args
+
+    settings = parse_settings(InferenceSettings, args.settings)
+    evaluate(scene_from_args(args), args.renders, settings, args.out)
+
+
+def _run_table(args: argparse.Namespace) -> None:
+    table(args.metrics, args.out, tuple(args.columns) if args.columns else None)
+
+
+def register_render_teacher(subparsers, name: str) -> None:
+    from maskfield.stages.common import add_scene_args
+
+    p = subparsers.add_parser(name, help="teacher-2d reference renders: the teacher's own masks and embeddings per test view")
+    add_scene_args(p)
+    p.add_argument("--masks", required=True, help="masks.h5 of the scene")
+    p.add_argument("--embeddings", required=True, help="embeddings.h5 of the scene")
+    p.add_argument("--out", required=True, help="output renders .h5 (method teacher-2d)")
+    p.set_defaults(func=_run_render_teacher)
+
+
+def register_evaluate(subparsers, name: str) -> None:
+    from maskfield.stages.common import add_scene_args
+
+    p = subparsers.add_parser(name, help="inference + metrics of one renders.h5 -> long-form CSV")
+    add_scene_args(p)
+    p.add_argument("--renders", required=True, help="renders .h5 of one method")
+    p.add_argument("--settings", default="{}", help='JSON {"segmentation": {...}, "query": {...}}')
+    p.add_argument("--out", required=True, help="output metrics .csv")
+    p.set_defaults(func=_run_evaluate)
+
+
+def register_table(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="pivot long-form metrics CSVs into one paper-shaped table")
+    p.add_argument("--metrics", required=True, nargs="+", help="long-form metrics .csv files")
+    p.add_argument("--out", required=True, help="output table .csv")
+    p.add_argument("--columns", nargs="+", default=None, help="metrics to show (default: miou, mbiou, acc where present)")
+    p.set_defaults(func=_run_table)

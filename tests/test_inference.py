@@ -1,0 +1,196 @@
+"""Inference on hand-built query masks and embeddings: exact label maps and query masks."""
+
+import numpy as np
+import pytest
+
+from maskfield.infer import filters
+from maskfield.infer.query import QuerySettings, lerf_relevance, query_mask, select_queries
+from maskfield.infer.segmentation import (
+    SegmentationSettings, minmax_across_queries, nms_keep, segment,
+)
+
+
+def unit(*v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def column_blocks(H, W, n):
+    """n masks [n, H, W] float, each a vertical block of W // n columns."""
+    w = W // n
+    m = np.zeros((n, H, W), np.float32)
+    for i in range(n):
+        m[i, :, i * w:(i + 1) * w] = 1.0
+    return m
+
+
+# ---------------------------------------------------------------- segmentation
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_three_queries_give_exact_label_map(variant):
+    probs = column_blocks(20, 30, 3)
+    sem = np.eye(3, 4, dtype=np.float32)  # distinct unit semantics
+    text = np.eye(3, 4, dtype=np.float32)[[2, 0, 1]]  # class 0 <-> query 2, etc.
+    labels = segment(probs, sem, text, (20, 30), SegmentationSettings(variant=variant))
+    expected = np.repeat(np.array([1, 2, 0]), 10)[None].repeat(20, axis=0)
+    np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_upsampling_to_gt_resolution(variant):
+    probs = column_blocks(10, 15, 3)  # render resolution: half the GT
+    sem = np.eye(3, 4, dtype=np.float32)
+    labels = segment(probs, sem, sem, (20, 30), SegmentationSettings(variant=variant))
+    assert labels.shape == (20, 30)
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(3), 10)[None].repeat(20, axis=0))
+
+
+def duplicate_scene():
+    """Left block: q0 (class A) and two near-duplicates q2, q3 whose semantics say B."""
+    left, right = column_blocks(10, 20, 2)
+    probs = np.stack([left, right, left, left])
+    sem = np.stack([unit(1, 0), unit(0, 1), unit(0.1, 0.995), unit(0.1, 0.995)])
+    text = np.eye(2, dtype=np.float32)
+    return probs, sem, text
+
+
+def test_nms_removes_duplicates_in_paper_variant():
+    probs, sem, text = duplicate_scene()
+    labels = segment(probs, sem, text, (10, 20), SegmentationSettings(variant="paper"))
+    assert (labels[:, :10] == 0).all() and (labels[:, 10:] == 1).all()
+    # Without NMS (official variant) the two duplicates outvote q0 on the left block.
+    labels = segment(probs, sem, text, (10, 20), SegmentationSettings(variant="official"))
+    assert (labels == 1).all()
+
+
+def test_nms_iou_threshold_honoured():
+    a = np.zeros((2, 1, 10), np.float32)
+    a[0, 0, :10] = 0.9
+    a[1, 0, :6] = 0.9  # IoU 0.6 with mask 0
+    assert list(nms_keep(a, np.array([1.0, 0.5]), 0.5, 0.5)) == [0]
+    assert list(nms_keep(a, np.array([1.0, 0.5]), 0.7, 0.5)) == [0, 1]
+    assert list(nms_keep(a, np.array([0.2, 0.5]), 0.5, 0.5)) == [1]  # the better score wins
+    assert list(nms_keep(a, np.array([1.0, 0.5]), 0.5, 0.95)) == [0, 1]  # empty masks suppress nothing
+
+
+def test_minmax_across_queries():
+    rel = np.array([[0.2, 0.5], [0.4, 0.5], [0.3, 0.5]], np.float32)
+    np.testing.assert_allclose(minmax_across_queries(rel), [[0, 1], [1, 1], [0.5, 1]], atol=1e-6)
+
+
+def test_no_queries_and_bad_variant():
+    assert (segment(np.zeros((0, 4, 5)), np.zeros((0, 3)), np.eye(2, 3), (8, 10), SegmentationSettings()) == 0).all()
+    with pytest.raises(ValueError):
+        SegmentationSettings(variant="mine")
+
+
+def test_majority_filter_removes_speck_and_keeps_edges():
+    labels = np.zeros((15, 15), np.int64)
+    labels[:, 8:] = 1
+    labels[3, 3] = 2
+    out = filters.majority_filter(labels, 3, 7)
+    expected = labels.copy()
+    expected[3, 3] = 0
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_box_blend_values():
+    m = np.zeros((1, 5, 5), np.float32)
+    m[0, 2, 2] = 1.0
+    out = filters.box_blend(m, 3, 0.5)
+    assert out[0, 2, 2] == pytest.approx(0.5 + 0.5 / 9)
+    assert out[0, 1, 1] == pytest.approx(0.5 / 9)
+    assert out[0, 0, 0] == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------- query
+
+
+def query_scene():
+    """Five queries on 20x50 (column blocks of 10); text = e0; canonical phrases e2..e5."""
+    probs = column_blocks(20, 50, 5)
+    probs[3] *= 0.3  # q3: the most relevant, but low activation
+    sem = np.stack([unit(1, 0, 0, 0, 0, 0), unit(1, 1, 0, 0, 0, 0), unit(0, 1, 0, 0, 0, 0),
+                    unit(1, 0, 0, 0, 0, 0), unit(1, 0, 1, 0, 0, 0)])
+    text = unit(1, 0, 0, 0, 0, 0)
+    canonical = np.eye(6, dtype=np.float32)[2:]
+    return probs, sem, text, canonical
+
+
+def test_lerf_relevance_formula():
+    _, sem, text, canonical = query_scene()
+    r = lerf_relevance(sem, text, canonical)
+    for q in range(len(sem)):
+        p = []
+        for c in canonical:
+            z = np.exp(10 * np.array([sem[q] @ text, sem[q] @ c]))
+            p.append(z[0] / z.sum())
+        assert r[q] == pytest.approx(min(p), rel=1e-5)
+    assert r[4] == pytest.approx(0.5)  # matches the text as much as "object": not relevant
+
+
+def test_query_keeps_relevant_active_masks():
+    probs, sem, text, canonical = query_scene()
+    s = QuerySettings(mean_filter_size=1)
+    qp = query_mask(probs, sem, text, canonical, (20, 50), s)
+    assert sorted(qp.kept) == [0, 1] and not qp.fallback
+    expected = np.zeros((20, 50), bool)
+    expected[:, :20] = True
+    np.testing.assert_array_equal(qp.mask, expected)
+
+
+def test_relevance_threshold_honoured():
+    probs, sem, text, canonical = query_scene()
+    r = lerf_relevance(sem, text, canonical)
+    # normalised over active {0, 1, 2, 4}: q1 -> (r1 - .5) / (r0 - .5) ~ 0.9984
+    kept, _ = select_queries(probs, r, QuerySettings(relevance_threshold=0.999))
+    assert list(kept) == [0]
+    kept, _ = select_queries(probs, r, QuerySettings(relevance_threshold=0.9))
+    assert list(kept) == [0, 1]
+
+
+def test_low_activation_removal_honoured():
+    probs, sem, text, canonical = query_scene()
+    r = lerf_relevance(sem, text, canonical)
+    kept, _ = select_queries(probs, r, QuerySettings(min_activation=0.2))
+    assert 3 in kept  # max probability 0.3 >= 0.2
+    kept, _ = select_queries(probs, r, QuerySettings(min_activation=0.5))
+    assert 3 not in kept
+
+
+def test_fallback_top1():
+    probs, sem, text, canonical = query_scene()
+    s = QuerySettings(normalize_relevance=False, relevance_threshold=1.0, mean_filter_size=1)
+    qp = query_mask(probs, sem, text, canonical, (20, 50), s)
+    assert qp.fallback and list(qp.kept) == [0]  # q0 and q3 tie; the first wins
+    assert qp.mask[:, :10].all() and qp.mask.sum() == 200
+    s = QuerySettings(normalize_relevance=False, relevance_threshold=1.0, fallback_top1=False)
+    qp = query_mask(probs, sem, text, canonical, (20, 50), s)
+    assert not qp.fallback and len(qp.kept) == 0 and not qp.mask.any()
+
+
+def test_mean_filter_removes_specks_and_keeps_edges_with_upsampling():
+    probs, sem, text, canonical = query_scene()
+    low = probs[:, ::2, ::2].copy()  # render at half resolution: 10 x 25, blocks of 5 columns
+    low[0, 5, 22] = 1.0  # an isolated speck in q0
+    qp = query_mask(low, sem, text, canonical, (20, 50), QuerySettings())
+    expected = np.zeros((20, 50), bool)
+    expected[:, :20] = True
+    np.testing.assert_array_equal(qp.mask, expected)
+    qp = query_mask(low, sem, text, canonical, (20, 50), QuerySettings(mean_filter_size=1))
+    assert qp.mask[:, 40:].any()  # without the filter the speck survives
+
+
+def test_query_with_no_masks():
+    qp = query_mask(np.zeros((0, 5, 5)), np.zeros((0, 6)), unit(1, 0, 0, 0, 0, 0), np.eye(6)[2:], (10, 10), QuerySettings())
+    assert qp.mask.shape == (10, 10) and not qp.mask.any() and not qp.fallback
+
+
+def test_even_mean_filter_is_centred():
+    taps = filters.centred_box_weights(10)
+    assert len(taps) == 11 and taps.sum() == pytest.approx(1.0)
+    m = np.zeros((1, 1, 40), np.float32)
+    m[0, 0, 10:20] = 1.0  # a 10-wide band keeps its exact extent after the size-10 filter
+    out = filters.mean_filter(np.repeat(m, 3, axis=1), 10)[0, 1]
+    np.testing.assert_array_equal(np.flatnonzero(out > 0.5), np.arange(10, 20))
