@@ -192,7 +192,8 @@ class LeveledMaskGenerator(SamAutomaticMaskGenerator):
                 data = super()._process_batch(points, im_size, crop_box, orig_size)
             finally:
                 del predictor.predict_torch
-            data["level"] = torch.full((len(data["rles"]),), level, dtype=torch.int64)
+            n, dev = len(data["rles"]), data["iou_preds"].device
+            data["level"] = torch.full((n,), level, dtype=torch.int64, device=dev)
             out.cat(data)
         return out
 
