@@ -71,9 +71,9 @@ class QueryHeads(nn.Module):
         """[N_K, D_m] query tokens."""
         return self.mask_head(self.ids)
 
-    def semantics(self) -> torch.Tensor:
-        """[N_K, D_s] semantic tokens (unnormalised, as trained)."""
-        return self.semantic_head(self.ids)
+    def semantics(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """[N_K, D_s] semantic tokens (unnormalised, as trained); only rows `idx` ([n]) if given."""
+        return self.semantic_head(self.ids if idx is None else self.ids[idx])
 
 
 @dataclass

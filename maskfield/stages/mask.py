@@ -1,0 +1,203 @@
+"""Stages `train-mask` and `render`: distil teacher masks into a mask field, render test views.
+
+train-mask: geometry cache + masks.h5 + embeddings.h5 -> checkpoint (torch.save of plain state
+dicts and a JSON-able config, loadable with weights_only=True).
+render: checkpoint + geometry cache -> renders.h5 (every query's probabilities on every test
+view, plus its semantic token; threshold-free).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maskfield.data.scene import Scene
+from maskfield.distill.losses import LossSettings
+from maskfield.distill.mask_field import HeadSettings, MaskField, QueryHeads
+from maskfield.distill.matching import MatcherSettings
+from maskfield.distill.train import TrainSettings, ViewTargets, train_mask_field
+from maskfield.errors import MaskfieldError
+from maskfield.fields.feature_field import FeatureFieldSettings, NerfFeatureField
+from maskfield.io.atomic import atomic_path
+from maskfield.io.geometry import GeometryCache, read_geometry
+from maskfield.io.masks import read_embeddings, read_masks
+from maskfield.io.renders import Renders, ViewPrediction, write_renders
+from maskfield.settings import from_dict, parse_settings, to_dict
+from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
+
+log = logging.getLogger("maskfield")
+CHECKPOINT_VERSION = 1
+GEOMETRY_KEYS = ("backend", "scene", "rgb_digest")  # geometry attrs a checkpoint is tied to
+
+
+@dataclass
+class MaskSettings:
+    """Settings of `maskfield train-mask` (config key `stages.mask`)."""
+
+    feature_field: FeatureFieldSettings = field(default_factory=FeatureFieldSettings)
+    heads: HeadSettings = field(default_factory=HeadSettings)
+    matcher: MatcherSettings = field(default_factory=MatcherSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    device: str = "auto"
+    seed: int | None = None
+    """The workflow's global seed; when set it replaces train.seed."""
+    threads: int = 0
+    """torch CPU threads (0: leave torch's default)."""
+
+
+def build_model(cache: GeometryCache, s: MaskSettings, sem_dim: int) -> MaskField:
+    """A NeRF-backend mask field over `cache` (weights freshly initialised from torch's RNG)."""
+    backend = NerfFeatureField(cache, s.feature_field)
+    return MaskField(backend, QueryHeads(s.feature_field.dim, sem_dim, s.heads))
+
+
+def training_targets(cache: GeometryCache, scene: Scene, masks_path, embeddings_path, device) -> tuple[list[ViewTargets], object]:
+    """Teacher masks/embeddings of the cache's training views (split 0), by scene view index."""
+    ms = read_masks(masks_path)
+    emb = read_embeddings(embeddings_path, masks_path)
+    if len(ms.view_names) != len(scene):
+        raise MaskfieldError(f"masks cache {masks_path} has {len(ms.view_names)} views but the scene has {len(scene)}; "
+                             f"rerun the `sam_masks` rule for this scene.")
+    test = set(int(v) for v in scene.test_ids)
+    views = []
+    for i in cache.train_views():
+        sv = int(cache.view_index[i])
+        if sv in test:
+            raise MaskfieldError(f"geometry cache marks test view {scene.view_names[sv]} as a training view; rerun the `geometry` rule.")
+        rows = ms.view_slice(sv)
+        views.append(ViewTargets(int(i), torch.from_numpy(ms.masks[rows]).float().to(device),
+                                 torch.from_numpy(emb.embeddings[rows]).float().to(device)))
+    return views, (ms, emb)
+
+
+def train_mask(scene: Scene, geometry: str | os.PathLike, masks: str | os.PathLike, embeddings: str | os.PathLike,
+               out: str | os.PathLike, settings: MaskSettings | None = None, backend: str = "nerf",
+               method: str = "maskfield", progress: bool = True) -> Path:
+    """Train a mask field on the training views and write its checkpoint atomically."""
+    s = settings or MaskSettings()
+    if s.seed is not None:
+        s = dataclasses.replace(s, train=dataclasses.replace(s.train, seed=s.seed), seed=None)
+    if backend != "nerf":
+        raise MaskfieldError(f"--backend {backend} is not available for train-mask yet; use --backend nerf.")
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    device = pick_device(s.device)
+    cache = read_geometry(geometry)
+    views, (ms, emb) = training_targets(cache, scene, masks, embeddings, device)
+    if not views:
+        raise MaskfieldError(f"geometry cache {geometry} has no training views; rerun the `geometry` rule.")
+    seed_everything(s.train.seed)
+    model = build_model(cache, s, emb.embeddings.shape[1]).to(device)
+    log.info("train-mask %s/%s: %d training views, %d teacher masks, N_K %d, D_m %d, D_s %d",
+             scene.dataset, scene.name, len(views), sum(len(v.masks) for v in views),
+             s.heads.n_queries, s.feature_field.dim, emb.embeddings.shape[1])
+    report = train_mask_field(model, views, s.train, s.matcher, s.loss, progress=progress)
+    config = {
+        "method": method, "backend": backend, "teacher": ms.teacher, "text_model": emb.model,
+        "dataset": scene.dataset, "scene": scene.name, "n_queries": s.heads.n_queries,
+        "mask_dim": s.feature_field.dim, "sem_dim": int(emb.embeddings.shape[1]), "settings": to_dict(s),
+        "geometry": {k: str(cache.attrs.get(k, "")) for k in GEOMETRY_KEYS},
+        "train_seconds": report.seconds, "final_losses": report.last,
+    }
+    state = {"format_version": CHECKPOINT_VERSION, "config": json.loads(json.dumps(config)),
+             "feature_field": model.backend.state_dict(), "heads": model.heads.state_dict()}
+    with atomic_path(out) as tmp:
+        torch.save(state, tmp)
+    log.info("train-mask: %d iterations in %.1f s -> %s", report.iterations, report.seconds, out)
+    return Path(out)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a mask-field checkpoint (weights_only); one clear error if missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise MaskfieldError(f"mask-field checkpoint {path} does not exist; run the `mask_field` rule (maskfield train-mask) first.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated file, foreign pickle, ...
+        raise MaskfieldError(f"mask-field checkpoint {path} could not be read ({exc}); delete it and rerun the `mask_field` rule.") from exc
+    if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_VERSION:
+        raise MaskfieldError(f"mask-field checkpoint {path} is not a version-{CHECKPOINT_VERSION} checkpoint; rerun the `mask_field` rule.")
+    return state
+
+
+def load_model(state: dict, cache: GeometryCache) -> MaskField:
+    """Rebuild the trained mask field from a checkpoint over `cache`."""
+    cfg = state["config"]
+    s = from_dict(MaskSettings, cfg["settings"], where="checkpoint settings")
+    model = build_model(cache, s, cfg["sem_dim"])
+    model.backend.load_state_dict(state["feature_field"])
+    model.heads.load_state_dict(state["heads"])
+    return model.eval()
+
+
+def check_pairing(cfg: dict, cache: GeometryCache, scene: Scene, checkpoint, geometry) -> None:
+    """The checkpoint must come from this scene and this very geometry cache."""
+    if (cfg["dataset"], cfg["scene"]) != (scene.dataset, scene.name):
+        raise MaskfieldError(f"mask-field checkpoint {checkpoint} was trained on {cfg['dataset']}/{cfg['scene']}, "
+                             f"not {scene.dataset}/{scene.name}; rerun the `mask_field` rule for this scene.")
+    here = {k: str(cache.attrs.get(k, "")) for k in GEOMETRY_KEYS}
+    if here != cfg["geometry"]:
+        raise MaskfieldError(f"mask-field checkpoint {checkpoint} was trained on another geometry cache than {geometry} "
+                             f"({cfg['geometry']} vs {here}); rerun the `mask_field` rule (after the `geometry` rule).")
+
+
+def render(scene: Scene, geometry: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
+           device: str = "auto") -> Path:
+    """Every query's mask probabilities and semantic token on every test view (cache split 1)."""
+    state = load_checkpoint(checkpoint)
+    cache = read_geometry(geometry)
+    cfg = state["config"]
+    check_pairing(cfg, cache, scene, checkpoint, geometry)
+    model = load_model(state, cache).to(pick_device(device))
+    with torch.no_grad():
+        semantics = model.heads.semantics().cpu().numpy()
+        views = []
+        for i in cache.test_views():
+            sv = int(cache.view_index[i])
+            probs = model.probabilities(int(i)).cpu().numpy().astype(np.float16)
+            views.append(ViewPrediction(scene.view_names[sv], sv, probs, semantics))
+    attrs = {k: cfg[k] for k in ("method", "backend", "teacher", "dataset", "scene", "text_model")}
+    log.info("render: %d test views, %d queries -> %s", len(views), cfg["n_queries"], out)
+    return write_renders(out, Renders(views, attrs))
+
+
+def _run_train_mask(args: argparse.Namespace) -> None:
+    s = parse_settings(MaskSettings, args.settings)
+    train_mask(scene_from_args(args), args.geometry, args.masks, args.embeddings, args.out, s, args.backend, args.method)
+
+
+def _run_render(args: argparse.Namespace) -> None:
+    render(scene_from_args(args), args.geometry, args.checkpoint, args.out, args.device)
+
+
+def register_train_mask(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="distil teacher masks and embeddings into a mask field")
+    add_scene_args(p)
+    p.add_argument("--geometry", required=True, help="geometry-<backend>.h5 of the frozen RGB field")
+    p.add_argument("--masks", required=True, help="masks.h5 (teacher masks)")
+    p.add_argument("--embeddings", required=True, help="embeddings.h5 (teacher embeddings, aligned with masks.h5)")
+    p.add_argument("--backend", default="nerf", choices=["nerf", "gaussians"], help="3D backend of the feature field")
+    p.add_argument("--method", default="maskfield", choices=["maskfield"], help="method name recorded in outputs")
+    p.add_argument("--settings", default="{}", help="JSON object of MaskSettings (feature_field, heads, matcher, loss, train, device, threads)")
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.set_defaults(func=_run_train_mask)
+
+
+def register_render(subparsers, name: str) -> None:
+    p = subparsers.add_parser(name, help="render every query's masks on the test views")
+    add_scene_args(p)
+    p.add_argument("--geometry", required=True, help="geometry-<backend>.h5 the checkpoint was trained on")
+    p.add_argument("--checkpoint", required=True, help="mask-field checkpoint from train-mask")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--out", required=True, help="renders.h5 to write")
+    p.set_defaults(func=_run_render)
