@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 import time
 
 from maskfield.errors import MaskfieldError
@@ -30,6 +32,16 @@ COMMANDS: dict[str, str] = {
     "evaluate": "maskfield.stages.evaluate:register_evaluate",
     "table": "maskfield.stages.evaluate:register_table",
 }
+
+
+class Terminated(BaseException):
+    """SIGTERM (Snakemake cancelling a job, Slurm at the time limit) raised as an exception, so that
+    `atomic_path` removes its temporary file on the way out instead of the process dying in place."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise Terminated()
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -65,14 +77,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     start = time.perf_counter()
+    in_main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
     try:
         args.func(args)
     except MaskfieldError as exc:
-        print(f"maskfield {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, even when a library's message has several
+        print(f"maskfield {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"maskfield {args.command}: interrupted; no output was written.", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"maskfield {args.command}: terminated (SIGTERM); no output was written.", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     logging.getLogger("maskfield").info("%s finished in %.1f s", args.command, time.perf_counter() - start)
     return 0
 

@@ -99,3 +99,18 @@ def test_renders_round_trip_with_ragged_queries(tmp_path):
     assert back.views[0].probs.shape == (5, 4, 5)
     np.testing.assert_allclose(back.views[1].probs, views[0].probs, atol=1e-3)
     assert back.attrs["method"] == "teacher-2d"
+
+
+def test_a_flipped_byte_inside_a_dataset_is_caught_by_the_checksum(tmp_path):
+    rng = np.random.default_rng(4)
+    emb_masks = write_masks(tmp_path / "masks.h5", _mask_set(rng))
+    path = write_embeddings(tmp_path / "emb.h5", rng.normal(size=(5, 64)), emb_masks, model="m", teacher="t")
+    with h5py.File(path) as f:
+        offset = f["embeddings"].id.get_offset() if f["embeddings"].chunks is None else None
+        chunk = f["embeddings"].id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    start = offset if offset is not None else chunk.byte_offset
+    data[start + 17] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(MaskfieldError, match=r"emb.h5 could not be read.*`clip_embeddings`"):
+        read_embeddings(path, emb_masks)

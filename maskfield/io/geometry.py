@@ -26,7 +26,7 @@ import torch
 
 from maskfield.errors import MaskfieldError
 from maskfield.io.atomic import atomic_path
-from maskfield.io.h5 import open_h5
+from maskfield.io.h5 import create_checked, open_h5
 
 FORMAT_VERSION = 1
 
@@ -71,10 +71,10 @@ def write_geometry(path: str | os.PathLike, cache: GeometryCache) -> Path:
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for name in ("view_index", "split", "heights", "widths", "pixel_offsets"):
-                f.create_dataset(name, data=np.asarray(getattr(cache, name)))
-            f.create_dataset("positions", data=cache.positions.detach().cpu().numpy().astype(np.float16))
-            f.create_dataset("weights", data=cache.weights.detach().cpu().numpy().astype(np.float32))
-            f.create_dataset("depth", data=cache.depth.detach().cpu().numpy().astype(np.float32))
+                create_checked(f, name, data=np.asarray(getattr(cache, name)))
+            create_checked(f, "positions", data=cache.positions.detach().cpu().numpy().astype(np.float16))
+            create_checked(f, "weights", data=cache.weights.detach().cpu().numpy().astype(np.float32))
+            create_checked(f, "depth", data=cache.depth.detach().cpu().numpy().astype(np.float32))
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["samples_per_pixel"] = int(cache.positions.shape[1])
             for k, v in cache.attrs.items():

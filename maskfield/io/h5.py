@@ -42,3 +42,18 @@ def open_h5(path: str | os.PathLike, kind: str, rule: str, required: tuple[str, 
             raise MaskfieldError(
                 f"{kind} {path} could not be read ({exc}); it is probably corrupted: delete it and rerun the `{rule}` rule."
             ) from exc
+
+
+def create_checked(group: h5py.Group, name: str, data, **kwargs) -> h5py.Dataset:
+    """`create_dataset` with a Fletcher-32 checksum on every chunk where HDF5 allows one.
+
+    A checksum turns silent corruption inside a dataset (a flipped byte on a shared filesystem)
+    into a read error, which `open_h5` reports with the rule to rerun. HDF5 cannot checksum
+    empty or variable-length (string) datasets; those are written plain.
+    """
+    import numpy as np
+
+    arr = np.asarray(data)
+    if arr.size and arr.dtype.kind not in "OSU" and h5py.check_string_dtype(arr.dtype) is None:
+        kwargs.setdefault("fletcher32", True)
+    return group.create_dataset(name, data=data, **kwargs)

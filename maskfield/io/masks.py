@@ -23,7 +23,7 @@ import numpy as np
 from maskfield.errors import MaskfieldError
 from maskfield.io.atomic import atomic_path
 from maskfield.io.digest import file_digest
-from maskfield.io.h5 import open_h5
+from maskfield.io.h5 import create_checked, open_h5
 
 FORMAT_VERSION = 1
 LEVEL_NAMES = {0: "s", 1: "m", 2: "l", 3: "stuff", -1: "none"}
@@ -69,14 +69,15 @@ def write_masks(path: str | os.PathLike, ms: MaskSet) -> Path:
     empty = [n for v, n in enumerate(ms.view_names) if ms.view_offsets[v + 1] == ms.view_offsets[v]]
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("view_names", data=np.array(ms.view_names, dtype=h5py.string_dtype()))
-            f.create_dataset("view_offsets", data=ms.view_offsets.astype(np.int64))
-            f.create_dataset(
+            create_checked(f, "view_names", data=np.array(ms.view_names, dtype=h5py.string_dtype()))
+            create_checked(f, "view_offsets", data=ms.view_offsets.astype(np.int64))
+            create_checked(
+                f,
                 "masks", data=ms.masks.astype(bool), compression="gzip", compression_opts=4,
                 chunks=(1, h, w) if M else None, maxshape=(None, h, w),
             )
-            f.create_dataset("scores", data=ms.scores.astype(np.float32))
-            f.create_dataset("level", data=ms.level.astype(np.int8))
+            create_checked(f, "scores", data=ms.scores.astype(np.float32))
+            create_checked(f, "level", data=ms.level.astype(np.int8))
             attrs = {"format_version": FORMAT_VERSION, "teacher": ms.teacher, "height": h, "width": w,
                      "empty_views": json.dumps(empty)}
             for k, v in {**ms.attrs, **attrs}.items():
@@ -106,7 +107,7 @@ def write_embeddings(path: str | os.PathLike, embeddings: np.ndarray, masks_path
     emb = emb / np.maximum(norms, 1e-12)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("embeddings", data=emb)
+            create_checked(f, "embeddings", data=emb)
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["model"] = model
             f.attrs["teacher"] = teacher

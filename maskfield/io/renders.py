@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from maskfield.io.atomic import atomic_path
-from maskfield.io.h5 import open_h5
+from maskfield.io.h5 import create_checked, open_h5
 
 FORMAT_VERSION = 1
 
@@ -44,8 +44,8 @@ def write_renders(path: str | os.PathLike, renders: Renders) -> Path:
             g = f.create_group("views")
             for vp in renders.views:
                 vg = g.create_group(vp.view_name)
-                vg.create_dataset("probs", data=vp.probs.astype(np.float16), compression="gzip", compression_opts=1)
-                vg.create_dataset("semantics", data=vp.semantics.astype(np.float32))
+                create_checked(vg, "probs", data=vp.probs.astype(np.float16), compression="gzip", compression_opts=1)
+                create_checked(vg, "semantics", data=vp.semantics.astype(np.float32))
                 vg.attrs["view_index"] = int(vp.view_index)
             f.attrs["format_version"] = FORMAT_VERSION
             for k, v in renders.attrs.items():

@@ -191,7 +191,8 @@ def _encode(encoder, phrases: list[str], renders: Renders, where: str) -> np.nda
 
 def evaluate(scene, renders_path: str | os.PathLike, settings: InferenceSettings, out: str | os.PathLike) -> Path:
     """Score one renders.h5 on its scene and write the long-form metrics CSV; returns `out`."""
-    renders = read_renders(renders_path)
+    # teacher-2d.h5 comes from `render_teacher`, every other method's renders from `render`.
+    renders = read_renders(renders_path, "render_teacher" if Path(renders_path).stem == "teacher-2d" else "render")
     model_id = renders.attrs.get("text_model")
     if not model_id:
         raise MaskfieldError(f"renders file {renders_path} has no `text_model` attr; rerun the rule that renders it.")
