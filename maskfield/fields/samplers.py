@@ -67,7 +67,8 @@ class OccupancyGrid:
 
     def __init__(self, resolution: int = 64, device: torch.device | str = "cpu") -> None:
         self.resolution = resolution
-        self.density = torch.full((resolution,) * 3, 1e3, device=device)  # all occupied until measured
+        self.density = torch.zeros((resolution,) * 3, device=device)
+        self.measured = False  # the first update replaces the density; all cells count as occupied until then
         self.mask = torch.ones((resolution,) * 3, dtype=torch.bool, device=device)
 
     def cell_index(self, pos: torch.Tensor) -> torch.Tensor:
@@ -85,25 +86,25 @@ class OccupancyGrid:
                generator: torch.Generator | None = None, chunk: int = 1 << 18) -> None:
         """Refresh from `density_fn` (box coords [M, 3] -> [M]) at one jittered point per cell.
 
-        A cell stays occupied while its decayed maximum density exceeds `threshold`, or the
-        mean density (so the grid follows the field as it sharpens, like Instant-NGP).
+        A cell stays occupied while its decayed maximum density exceeds `threshold`, or the mean
+        density while that is lower (early on, so the grid never empties before anything is learnt).
         """
         R = self.resolution
         cells = torch.stack(torch.meshgrid(*[torch.arange(R)] * 3, indexing="ij"), -1).reshape(-1, 3)
         jit = torch.rand(cells.shape, generator=generator)
         pts = ((cells + jit) / R * 2 - 1).to(self.density.device)
         new = torch.cat([density_fn(pts[i:i + chunk]) for i in range(0, len(pts), chunk)]).reshape(R, R, R)
-        self.density = torch.maximum(self.density * decay, new)
+        self.density = torch.maximum(self.density * decay, new) if self.measured else new
+        self.measured = True
         self.mask = self.density > min(threshold, float(self.density.mean()))
 
     def state(self) -> dict:
-        return {"resolution": self.resolution, "density": self.density.cpu()}
+        return {"resolution": self.resolution, "density": self.density.cpu(), "mask": self.mask.cpu()}
 
     @classmethod
     def from_state(cls, state: dict, device: torch.device | str = "cpu") -> "OccupancyGrid":
         grid = cls(int(state["resolution"]), device)
         grid.density = state["density"].to(device)
+        grid.mask = state["mask"].to(device)
+        grid.measured = True
         return grid
-
-    def rethreshold(self, threshold: float) -> None:
-        self.mask = self.density > min(threshold, float(self.density.mean()))

@@ -2,8 +2,9 @@
 
 - bounded (inside-out rooms): an axis-aligned world box maps affinely onto [-1, 1]^3.
 - forward (forward-facing): NDC of a reference camera (the mean pose):
-  (fx' x / z, fy' y / z, 1 - 2 n / z) with fx' = 2 fx / W, so the image spans x, y in [-1, 1] and
-  depths [n, inf) span z in [-1, 1). Rays are sampled uniformly in disparity, i.e. uniformly in NDC z.
+  (fx' x / z, fy' y / z, 1 - 2 n / z) with fx' = 0.75 * 2 fx / W, so the reference image spans
+  x, y in [-0.75, 0.75] (the margin holds what the other cameras see) and depths [n, inf) span
+  z in [-1, 1). Rays are sampled uniformly in disparity, i.e. uniformly in NDC z.
 - unbounded (360): centre and scale the scene so the cameras lie in the unit cube, then apply the
   mip-NeRF 360 contraction with the L-inf norm (x if |x| <= 1 else (2 - 1/|x|) x/|x|, a cube of
   radius 2) and scale by 1/2.
@@ -30,12 +31,12 @@ class Space:
 
     kind: str
     center: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # box, contract
-    scale: float = 1.0  # box: 2 / extent per axis is folded into `axis_scale`; contract: world -> unit cube
+    scale: float = 1.0  # contract: world -> the unit cube before contraction
     axis_scale: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # box: per-axis 2 / extent
     near: float = 0.0  # smallest z-depth sampled (all regimes); NDC plane for "ndc"
     far: float = 0.0  # largest z-depth sampled (0: derived per ray for "box")
     ref_w2c: list[list[float]] = field(default_factory=list)  # ndc: reference world-to-camera [4, 4]
-    ndc_focal: list[float] = field(default_factory=lambda: [1.0, 1.0])  # ndc: (2 fx / W, 2 fy / H)
+    ndc_focal: list[float] = field(default_factory=lambda: [1.0, 1.0])  # ndc: 0.75 * (2 fx / W, 2 fy / H)
 
     def to_config(self) -> dict:
         return asdict(self)
@@ -95,7 +96,7 @@ def _near_far(scene) -> tuple[float, float]:
     return near, far
 
 
-def scene_space(scene, margin: float = 0.05) -> Space:
+def scene_space(scene, margin: float = 0.1) -> Space:
     """The Space of a Scene, from its `scene_type`, `aabb`, `near_far` and cameras."""
     if scene.scene_type not in REGIMES:
         raise MaskfieldError(f"scene {scene.name} has scene_type {scene.scene_type!r}; expected one of {REGIMES}.")
@@ -110,16 +111,24 @@ def scene_space(scene, margin: float = 0.05) -> Space:
         lo, hi = lo - pad, hi + pad
         near = scene.near_far[0] * 0.5 if scene.near_far else 1e-3 * float((hi - lo).max())
         return Space("box", center=((lo + hi) / 2).tolist(), axis_scale=(2 / (hi - lo)).tolist(), near=near)
+    if scene.scene_type == "unbounded":
+        return _contract_space(scene, cams)
     near, far = _near_far(scene)
-    if scene.scene_type == "forward":
-        ref = mean_pose(scene.cameras.c2w)
-        K = scene.cameras.K.mean(0)
-        focal = [2 * K[0, 0] / scene.cameras.width, 2 * K[1, 1] / scene.cameras.height]
-        return Space("ndc", near=0.8 * near, far=1.5 * far, ref_w2c=np.linalg.inv(ref).tolist(), ndc_focal=focal)
+    ref = mean_pose(scene.cameras.c2w)
+    K = scene.cameras.K.mean(0)
+    # shrink by 0.75 so that what the other cameras see beyond the reference frustum stays in the box
+    focal = [0.75 * 2 * K[0, 0] / scene.cameras.width, 0.75 * 2 * K[1, 1] / scene.cameras.height]
+    return Space("ndc", near=0.8 * near, far=1.5 * far, ref_w2c=np.linalg.inv(ref).tolist(), ndc_focal=focal)
+
+
+def _contract_space(scene, cams: np.ndarray) -> Space:
+    """360 scenes: cameras in the unit cube around the content; near/far optional (contraction
+    reaches infinity, so the default far is 1000 cube radii)."""
     center = np.asarray(scene.aabb, dtype=np.float64).mean(0) if scene.aabb is not None else cams.mean(0)
     radius = float(np.abs(cams - center).max())
     if radius <= 0:
         raise MaskfieldError(f"scene {scene.name}: all cameras sit at one point; a 360 scene needs cameras around it.")
+    near, far = _near_far(scene) if scene.near_far is not None else (0.02 * radius, 1000.0 * radius)
     return Space("contract", center=center.tolist(), scale=1.0 / radius, near=0.5 * near, far=4.0 * far)
 
 

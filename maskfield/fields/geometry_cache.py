@@ -1,0 +1,80 @@
+"""Freeze a trained radiance field into per-pixel samples (`GeometryCache`) for the mask field.
+
+Per cached view and pixel: the K samples of largest compositing weight (kept in ray order),
+their positions in the normalised box, their weights, and the field's expected z-depth.
+Weights are NOT renormalised: they are the field's own weights, so their sum per pixel is the
+opacity minus the pruned mass (the residual `1 - sum` is what the field put elsewhere or left
+to the background). A consumer that wants a partition of unity divides by the sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from maskfield.errors import MaskfieldError
+from maskfield.fields.rendering import render_rays
+from maskfield.fields.train_rgb import TrainedField, view_rays
+from maskfield.io.geometry import GeometryCache
+
+
+@dataclass
+class GeometrySettings:
+    """Settings of `maskfield geometry` (the `geometry` section of the config)."""
+
+    downscale: int = 2
+    """Train views are cached at 1/downscale of the scene resolution (the mask-field resolution)."""
+    test_downscale: int = 1
+    """Test views are cached at 1/test_downscale (1: scene resolution, where evaluation happens)."""
+    top_k: int = 16
+    """Samples kept per pixel (largest weights)."""
+    samples_per_ray: int = 0
+    """Samples per ray before pruning (0: the value the field was trained with)."""
+    chunk: int = 8192
+    """Rays per chunk."""
+    device: str = "auto"
+
+
+@torch.no_grad()
+def view_geometry(tf: TrainedField, cameras, view: int, top_k: int, samples: int,
+                  chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-K samples of every pixel of one view.
+
+    Returns:
+        positions [H*W, K, 3] box coords, weights [H*W, K], depth [H*W] (row-major pixels, CPU).
+    """
+    o, d = view_rays(cameras, [view])
+    dev = next(tf.field.parameters()).device
+    pos, wts, dep = [], [], []
+    for i in range(0, len(o), chunk):
+        out = render_rays(tf.field, tf.space, tf.grid, o[i:i + chunk].to(dev), d[i:i + chunk].to(dev), samples,
+                          background=tf.background)
+        idx = out.weights.topk(top_k, dim=1).indices.sort(dim=1).values  # ray order
+        pos.append(torch.gather(out.samples.positions, 1, idx[..., None].expand(-1, -1, 3)).cpu())
+        wts.append(torch.gather(out.weights, 1, idx).cpu())
+        dep.append(out.depth.cpu())
+    return torch.cat(pos), torch.cat(wts), torch.cat(dep)
+
+
+def build_geometry(tf: TrainedField, scene, s: GeometrySettings) -> GeometryCache:
+    """The geometry cache of every train then test view of `scene` (attrs left to the caller)."""
+    samples = s.samples_per_ray or tf.samples_per_ray
+    if not 1 <= s.top_k <= samples:
+        raise MaskfieldError(f"geometry setting top_k={s.top_k} must be between 1 and samples_per_ray={samples}.")
+    if s.downscale < 1 or s.test_downscale < 1:
+        raise MaskfieldError("geometry settings downscale and test_downscale must be integers >= 1.")
+    views = [(int(v), 0) for v in scene.train_ids] + [(int(v), 1) for v in scene.test_ids]
+    pos, wts, dep, heights, widths = [], [], [], [], []
+    for v, split in views:
+        factor = 1.0 / (s.downscale if split == 0 else s.test_downscale)
+        cams = scene.cameras.scaled(factor) if factor != 1.0 else scene.cameras
+        p, w, d = view_geometry(tf, cams, v, s.top_k, samples, s.chunk)
+        pos.append(p), wts.append(w), dep.append(d), heights.append(cams.height), widths.append(cams.width)
+    offsets = np.concatenate([[0], np.cumsum([h * w for h, w in zip(heights, widths)])])
+    return GeometryCache(
+        np.array([v for v, _ in views], np.int64), np.array([sp for _, sp in views], np.int8),
+        np.array(heights, np.int64), np.array(widths, np.int64), offsets.astype(np.int64),
+        torch.cat(pos), torch.cat(wts), torch.cat(dep),
+    )

@@ -1,0 +1,122 @@
+"""The radiance field: density and colour at points of the normalised box.
+
+Contract (small, like nerfstudio's fields): `density(x)` -> sigma, and `forward(x, dirs)` ->
+(sigma, rgb). Encodings come from `maskfield.fields.encodings`; sampling and compositing live
+elsewhere. Two layouts:
+- "vm" (TensoRF): a density VM whose components are summed, and an appearance VM projected to
+  `app_dim` features and decoded to colour by a small MLP;
+- "hash" / "dense": one encoding -> MLP -> (density, geometry feature) -> colour MLP.
+Colour is Lambertian unless `view_dependent` (then the MLP also sees degree-2 spherical
+harmonics of the direction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from maskfield.errors import MaskfieldError
+from maskfield.fields.encodings import DenseGrid, HashGrid, TensorVM
+
+ENCODINGS = ("vm", "hash", "dense")
+
+
+@dataclass
+class FieldConfig:
+    """Architecture of the radiance field (stored in the checkpoint)."""
+
+    encoding: str = "vm"
+    """"vm" (TensoRF vector-matrix), "hash" (multiresolution hash grid), or "dense" (voxel grid)."""
+    view_dependent: bool = False
+    """Feed the view direction to the colour MLP (real data); off for Lambertian scenes."""
+    hidden: int = 64
+    """Width of the MLPs."""
+    density_activation: str = "exp"
+    """"exp" (Instant-NGP; starts as a light fog and sharpens fast) or "softplus" (TensoRF)."""
+    density_shift: float = 0.0
+    """Added before the activation (TensoRF's density_shift is -10 with softplus)."""
+    density_scale: float = 1.0
+    """Multiplies the activation (TensoRF's distance_scale is 25); sigma is per unit box length."""
+    vm_resolution: int = 128
+    vm_density_components: int = 16
+    vm_app_components: int = 24
+    app_dim: int = 27
+    hash_levels: int = 12
+    hash_features: int = 2
+    hash_log2_table: int = 15
+    hash_min_res: int = 16
+    hash_max_res: int = 256
+    dense_resolution: int = 96
+    dense_features: int = 8
+    geo_dim: int = 15
+
+
+def sh_deg2(d: torch.Tensor) -> torch.Tensor:
+    """Real spherical harmonics up to degree 2 of unit directions [N, 3] -> [N, 9]."""
+    x, y, z = d.unbind(-1)
+    return torch.stack([torch.full_like(x, 0.2821), 0.4886 * y, 0.4886 * z, 0.4886 * x, 1.0925 * x * y,
+                        1.0925 * y * z, 0.3154 * (3 * z * z - 1), 1.0925 * x * z, 0.5463 * (x * x - y * y)], -1)
+
+
+def mlp(i: int, hidden: int, o: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(i, hidden), nn.ReLU(), nn.Linear(hidden, o))
+
+
+class RadianceField(nn.Module):
+    def __init__(self, cfg: FieldConfig) -> None:
+        super().__init__()
+        if cfg.encoding not in ENCODINGS:
+            raise MaskfieldError(f"field encoding {cfg.encoding!r} is unknown; use one of {ENCODINGS}.")
+        self.cfg = cfg
+        dir_dim = 9 if cfg.view_dependent else 0
+        if cfg.encoding == "vm":
+            self.density_enc = TensorVM(cfg.vm_resolution, cfg.vm_density_components)
+            self.app_enc = TensorVM(cfg.vm_resolution, cfg.vm_app_components)
+            self.basis = nn.Linear(self.app_enc.out_dim, cfg.app_dim, bias=False)
+            self.colour_net = mlp(cfg.app_dim + dir_dim, cfg.hidden, 3)
+        else:
+            self.enc = (HashGrid(cfg.hash_levels, cfg.hash_features, cfg.hash_log2_table, cfg.hash_min_res,
+                                 cfg.hash_max_res) if cfg.encoding == "hash"
+                        else DenseGrid(cfg.dense_resolution, cfg.dense_features))
+            self.geo_net = mlp(self.enc.out_dim, cfg.hidden, 1 + cfg.geo_dim)
+            self.colour_net = mlp(cfg.geo_dim + dir_dim, cfg.hidden, 3)
+
+    def _activate(self, raw: torch.Tensor) -> torch.Tensor:
+        raw = raw + self.cfg.density_shift
+        if self.cfg.density_activation == "exp":
+            return torch.exp(raw.clamp(max=15.0)) * self.cfg.density_scale  # clamp: no overflow early on
+        return F.softplus(raw) * self.cfg.density_scale
+
+    def _geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.cfg.encoding == "vm":
+            return self._activate(self.density_enc(x).sum(-1)), None
+        h = self.geo_net(self.enc(x))
+        return self._activate(h[:, 0]), h[:, 1:]
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, 3] box coords -> sigma [N] (per unit box length)."""
+        return self._geometry(x)[0]
+
+    def forward(self, x: torch.Tensor, dirs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N, 3] box coords, dirs [N, 3] unit world directions -> (sigma [N], rgb [N, 3] in [0, 1])."""
+        sigma, geo = self._geometry(x)
+        feat = self.basis(self.app_enc(x)) if geo is None else geo
+        if self.cfg.view_dependent:
+            feat = torch.cat([feat, sh_deg2(dirs)], -1)
+        return sigma, torch.sigmoid(self.colour_net(feat))
+
+    def grid_parameters(self) -> list[nn.Parameter]:
+        """The encodings' parameters (they take the larger learning rate)."""
+        encs = [self.density_enc, self.app_enc] if self.cfg.encoding == "vm" else [self.enc]
+        return [p for e in encs for p in e.parameters()]
+
+    def total_variation(self) -> torch.Tensor:
+        """TV of the grids (0 for the hash grid, whose collisions make TV meaningless)."""
+        if self.cfg.encoding == "vm":
+            return self.density_enc.total_variation() + self.app_enc.total_variation()
+        if self.cfg.encoding == "dense":
+            return self.enc.total_variation()
+        return torch.zeros(())

@@ -1,0 +1,101 @@
+"""A tiny RGB field: training improves it, checkpoints round-trip, the geometry cache matches it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fields_scenes import plane_scene
+from maskfield.errors import MaskfieldError
+from maskfield.fields.checkpoint import load_field
+from maskfield.fields.geometry_cache import GeometrySettings, build_geometry
+from maskfield.fields.nerf import FieldConfig
+from maskfield.fields.train_rgb import TrainRGBSettings, render_view, train_rgb
+from maskfield.io.geometry import read_geometry
+from maskfield.stages.rgb import run_geometry, run_train_rgb
+
+TINY = dict(iterations=100, lr_net=0.01, rays_per_step=256, samples_per_ray=32, occupancy_resolution=16, occupancy_warmup=30,
+            occupancy_every=10, progress=False, device="cpu",
+            field=FieldConfig(vm_resolution=32, vm_density_components=4, vm_app_components=4, app_dim=8, hidden=16))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    scene = plane_scene("forward")
+    out = tmp_path_factory.mktemp("rgb") / "rgb-nerf.pt"
+    run_train_rgb(scene, out, TrainRGBSettings(**TINY))
+    return scene, out
+
+
+def test_training_loss_falls_and_psnr_rises():
+    scene = plane_scene("forward")
+    tf = train_rgb(scene, TrainRGBSettings(**TINY), torch.device("cpu"))
+    first, last = tf.history[0][1], tf.history[-1][1]
+    assert last > first + 3.0, tf.history
+
+
+def test_training_is_deterministic_on_cpu():
+    scene = plane_scene("forward")
+    s = TrainRGBSettings(**{**TINY, "iterations": 30})
+    a = train_rgb(scene, s, torch.device("cpu")).field.state_dict()
+    b = train_rgb(scene, s, torch.device("cpu")).field.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_round_trip_with_weights_only(trained):
+    scene, path = trained
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["config"]["backend"] == "nerf" and ckpt["config"]["scene"] == "plane"
+    assert ckpt["config"]["space"]["kind"] == "ndc"
+    tf = load_field(path, scene=scene)
+    summary = json.loads(path.with_suffix(".json").read_text())
+    assert summary["iterations"] == 100 and summary["encoding"] == "vm" and summary["device"] == "cpu"
+    rgb, _ = render_view(tf, scene.cameras, int(scene.test_ids[0]))
+    gt = torch.from_numpy(scene.images[scene.test_ids[0]]).float() / 255
+    psnr = -10 * np.log10((rgb - gt).square().mean().item())
+    assert psnr == pytest.approx(summary["per_view_psnr"][0], abs=1e-3)
+
+
+def test_geometry_cache_reproduces_rendered_depth(trained, tmp_path):
+    scene, path = trained
+    out = run_geometry(scene, path, tmp_path / "geometry-nerf.h5", GeometrySettings(downscale=2, top_k=8, device="cpu"))
+    cache = read_geometry(out)
+    assert cache.attrs["backend"] == "nerf" and len(cache.attrs["rgb_digest"]) == 64
+    assert list(cache.view_index) == list(scene.train_ids) + list(scene.test_ids)
+    tr, te = cache.find(int(scene.train_ids[0])), cache.find(int(scene.test_ids[0]))
+    assert cache.shape(tr) == (scene.height // 2, scene.width // 2) and cache.shape(te) == (scene.height, scene.width)
+    tf = load_field(path, scene=scene)
+    _, depth = render_view(tf, scene.cameras, int(scene.test_ids[0]))
+    torch.testing.assert_close(cache.depth[cache.rows(te)], depth.reshape(-1), atol=1e-4, rtol=1e-4)
+    # with K = all samples the weights sum to the rendered opacity; top-8 keeps the largest part of it
+    full = build_geometry(tf, scene, GeometrySettings(downscale=2, top_k=32, device="cpu"))
+    w8, w_all = cache.weights[cache.rows(te)], full.weights[full.rows(te)]
+    opacity = w_all.sum(1)
+    assert bool((w8.sum(1) <= opacity + 1e-5).all()) and bool((w8.sum(1) >= opacity * 8 / 32 - 1e-5).all())
+    assert cache.positions.abs().max() <= 1.0
+
+
+def test_checkpoint_of_another_scene_or_backend_is_refused(trained, tmp_path):
+    scene, path = trained
+    other = plane_scene("forward")
+    other.name = "desk"
+    with pytest.raises(MaskfieldError, match="trained on scene"):
+        load_field(path, scene=other)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["backend"] = "3dgs"
+    torch.save(ckpt, tmp_path / "rgb-3dgs.pt")
+    with pytest.raises(MaskfieldError, match="backend '3dgs'"):
+        load_field(tmp_path / "rgb-3dgs.pt", scene=scene)
+
+
+def test_bad_scenes_are_refused():
+    scene = plane_scene("forward")
+    scene.cameras.width = 64  # images are 32 wide
+    with pytest.raises(MaskfieldError, match="images are 32x24 but the cameras say 64x24"):
+        train_rgb(scene, TrainRGBSettings(**TINY), torch.device("cpu"))
+    scene = plane_scene("bounded")
+    scene.aabb = np.array([[10.0, 10.0, 10.0], [11.0, 11.0, 11.0]])  # behind the cameras
+    with pytest.raises(MaskfieldError, match="cross the scene bounds"):
+        train_rgb(scene, TrainRGBSettings(**TINY), torch.device("cpu"))
