@@ -190,3 +190,16 @@ def test_evaluate_cli_on_synthetic_scene(synthetic_scene_dirs, tmp_path, monkeyp
     else:
         assert values["miou"] == pytest.approx(1.0)
     assert values["acc" if scene.task == "segmentation" else "mbiou"] == pytest.approx(1.0)
+
+
+def test_methods_with_different_backends_give_one_row_each_and_no_empty_columns():
+    rows = [
+        dict(dataset="d", scene=s, method=m, backend=b, teacher="simulated", metric=k, value=v, n_views=1, settings="{}")
+        for (m, b) in (("maskfield", "nerf"), ("teacher-2d", "none"))
+        for (s, k, v) in (("room", "miou", 0.5), ("room", "acc", 0.9), ("lerf", "miou", 0.4), ("lerf", "mbiou", 0.3))
+    ]
+    table = pivot_table(pd.DataFrame(rows))
+    assert list(table["method"]) == ["maskfield", "teacher-2d"]
+    assert "room/mBIoU" not in table.columns and "lerf/Acc" not in table.columns
+    assert table["mean/mIoU"].tolist() == [45.0, 45.0]
+    assert table["mean/mBIoU"].tolist() == [30.0, 30.0]

@@ -39,12 +39,17 @@ def pivot_table(long: pd.DataFrame, metrics: tuple[str, ...] | None = None) -> p
     rows["value"] = 100.0 * rows["value"].astype(float)
     scenes = list(dict.fromkeys(rows["scene"]))
     wide = rows.pivot_table(index=ROW_KEYS, columns=["scene", "metric"], values="value", aggfunc="mean", sort=False, dropna=False)
+    # dropna=False keeps a method's missing scenes as NaN, but also crosses the index levels
+    # (method x backend x teacher): drop the combinations that have no row at all.
+    wide = wide.dropna(how="all")
+    present = set(zip(rows["scene"], rows["metric"]))
     out = pd.DataFrame(index=wide.index)
     for scene in scenes:
         for m in metrics:
-            out[f"{scene}/{_label(m)}"] = wide.get((scene, m), np.nan)
+            if (scene, m) in present:  # a segmentation scene has no mBIoU column
+                out[f"{scene}/{_label(m)}"] = wide.get((scene, m), np.nan)
     for m in metrics:
-        cols = [f"{scene}/{_label(m)}" for scene in scenes]
+        cols = [f"{scene}/{_label(m)}" for scene in scenes if (scene, m) in present]
         out[f"mean/{_label(m)}"] = out[cols].mean(axis=1, skipna=False)
     return out.round(1).reset_index()
 

@@ -67,12 +67,14 @@ def training_targets(cache: GeometryCache, scene: Scene, masks_path, embeddings_
     if len(ms.view_names) != len(scene):
         raise MaskfieldError(f"masks cache {masks_path} has {len(ms.view_names)} views but the scene has {len(scene)}; "
                              f"rerun the `sam_masks` rule for this scene.")
-    test = set(int(v) for v in scene.test_ids)
+    # A view may be both train and test (3D-OVS evaluates on training views), so check
+    # membership in the train split rather than absence from the test split.
+    train = set(int(v) for v in scene.train_ids)
     views = []
     for i in cache.train_views():
         sv = int(cache.view_index[i])
-        if sv in test:
-            raise MaskfieldError(f"geometry cache marks test view {scene.view_names[sv]} as a training view; rerun the `geometry` rule.")
+        if sv not in train:
+            raise MaskfieldError(f"geometry cache marks view {scene.view_names[sv]} as a training view but the scene does not; rerun the `geometry` rule.")
         rows = ms.view_slice(sv)
         views.append(ViewTargets(int(i), torch.from_numpy(ms.masks[rows]).float().to(device),
                                  torch.from_numpy(emb.embeddings[rows]).float().to(device)))
@@ -124,7 +126,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated file, foreign pickle, ...
-        raise MaskfieldError(f"mask-field checkpoint {path} could not be read ({exc}); delete it and rerun the `mask_field` rule.") from exc
+        detail = str(exc).splitlines()[0] if str(exc) else "empty or cut short"
+        raise MaskfieldError(f"mask-field checkpoint {path} could not be read ({type(exc).__name__}: {detail}); "
+                             f"it is truncated or corrupted: delete it and rerun the `mask_field` rule.") from exc
     if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_VERSION:
         raise MaskfieldError(f"mask-field checkpoint {path} is not a version-{CHECKPOINT_VERSION} checkpoint; rerun the `mask_field` rule.")
     return state
