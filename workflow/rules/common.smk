@@ -7,6 +7,25 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
+def coerce_cli_scalars(node):
+    """Numbers and booleans typed in nested `--config` values arrive as strings (Snakemake parses
+    nested values with YAML's BaseLoader); turn them back so the schema and stages see numbers."""
+    if isinstance(node, dict):
+        return {k: coerce_cli_scalars(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [coerce_cli_scalars(v) for v in node]
+    if isinstance(node, str):
+        if node.lower() in ("true", "false"):
+            return node.lower() == "true"
+        for parse in (int, float):
+            try:
+                return parse(node)
+            except ValueError:
+                pass
+    return node
+
+
+config.update(coerce_cli_scalars(dict(config)))
 validate(config, schema="../schemas/config.schema.yaml")
 
 # Stage modules are listed as inputs of their rules because Snakemake does not track imported code,
