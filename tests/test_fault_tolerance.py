@@ -145,10 +145,10 @@ def test_snakemake_killed_mid_job_reruns_the_incomplete_job(tmp_path):
 
 
 @pytest.mark.slow
-def test_snakemake_killed_alone_needs_rerun_incomplete(tmp_path):
+def test_snakemake_killed_alone_is_rerun_by_the_profile(tmp_path):
     """SIGKILL to Snakemake only (its job runs on and finishes): the output is complete but still
-    marked incomplete, so a plain rerun refuses and `--rerun-incomplete` reruns the job. Atomic
-    writes make `rerun-incomplete: true` in the profiles safe (see the issue note)."""
+    marked incomplete. Without --rerun-incomplete a rerun refuses; the shipped profiles set
+    `rerun-incomplete: true` (safe because writes are atomic), so a plain rerun reruns the job."""
     write_tiny_config(tmp_path, slow_synth(12))
     target = "resources/data/synthetic/room"
     proc = subprocess.Popen(snakemake_cmd(tmp_path, target), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -163,10 +163,11 @@ def test_snakemake_killed_alone_needs_rerun_incomplete(tmp_path):
     assert incomplete_markers(tmp_path)
 
     assert snakemake(tmp_path, target, "--unlock").returncode == 0
-    refused = snakemake(tmp_path, target)
+    no_profile = [a if a != str(ROOT / "profiles" / "default") else "none" for a in snakemake_cmd(tmp_path, target)]
+    refused = subprocess.run(no_profile, capture_output=True, text=True, env=ENV, timeout=300)
     assert refused.returncode != 0
     assert "IncompleteFilesException" in refused.stdout + refused.stderr
-    rerun = snakemake(tmp_path, target, "--rerun-incomplete")
+    rerun = snakemake(tmp_path, target)  # profiles/default: rerun-incomplete: true
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "Finished jobid: 0 (Rule: synthesize_scene)" in rerun.stdout + rerun.stderr
     assert not incomplete_markers(tmp_path)
