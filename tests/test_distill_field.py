@@ -25,7 +25,7 @@ def tiny_cache(h=2, w=3, K=4, n_views=2, seed=0) -> GeometryCache:
 def test_render_equals_hand_weighted_sum():
     cache = tiny_cache()
     torch.manual_seed(0)
-    field = NerfFeatureField(cache, FeatureFieldSettings(dim=5, hidden=8))
+    field = NerfFeatureField(cache, FeatureFieldSettings(dim=5, hidden=8, encoding="frequency"))
     assert isinstance(field, FeatureBackend) and field.view_shape(1) == (2, 3)
     for view in (0, 1):
         rows = cache.rows(view)
@@ -40,10 +40,10 @@ def test_render_equals_hand_weighted_sum():
 
 def test_render_skips_negligible_samples_and_uncached_path_agrees():
     cache = tiny_cache()
-    field = NerfFeatureField(cache, FeatureFieldSettings(dim=3, hidden=8))
+    field = NerfFeatureField(cache, FeatureFieldSettings(dim=3, hidden=8, encoding="frequency"))
     smp = field.samples(0)
     assert smp.pixel.tolist()[:2] == [0, 0] and 1 not in smp.pixel.tolist()  # pixel 0 keeps 2 of 4
-    field_nc = NerfFeatureField(cache, FeatureFieldSettings(dim=3, hidden=8, cache_encoding=False))
+    field_nc = NerfFeatureField(cache, FeatureFieldSettings(dim=3, hidden=8, cache_encoding=False, encoding="frequency"))
     field_nc.load_state_dict(field.state_dict())
     torch.testing.assert_close(field_nc.render(1), field.render(1))
 
@@ -75,7 +75,7 @@ def test_fourier_ids_and_head_shapes():
 
 def test_mask_field_logits_are_query_feature_products():
     cache = tiny_cache()
-    model = MaskField(NerfFeatureField(cache, FeatureFieldSettings(dim=4, hidden=8)), QueryHeads(4, 3, HeadSettings(n_queries=7)))
+    model = MaskField(NerfFeatureField(cache, FeatureFieldSettings(dim=4, hidden=8, jitter=0.0)), QueryHeads(4, 3, HeadSettings(n_queries=7)))
     pred = model(0)
     torch.testing.assert_close(pred.logits, model.heads.queries() @ model.backend.render(0).T)
     assert pred.logits.shape == (7, 6) and pred.semantics.shape == (7, 3)

@@ -59,7 +59,8 @@ def test_matching_cost_weights_and_l1_switch():
     g = torch.Generator().manual_seed(1)
     logits, targets = torch.randn(4, 10, generator=g), (torch.rand(2, 10, generator=g) > 0.5).float()
     sem, emb = torch.randn(4, 6, generator=g), torch.randn(2, 6, generator=g)
-    s = MatcherSettings()
+    s = MatcherSettings(l1=True)  # official; off by default
+    assert MatcherSettings().l1 is False
     expect = focal_cost(logits, targets) + 0.05 * dice_cost(logits, targets) + cosine_cost(sem, emb) + l1_cost(sem, emb)
     torch.testing.assert_close(matching_cost(logits, targets, sem, emb, s), expect)
     s_no = MatcherSettings(l1=False)

@@ -19,6 +19,16 @@ from maskfield.stages.mask import MaskSettings, render, train_mask
 from test_distill_toy import best_query_iou, toy_scene
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The training tests at one torch thread: on a shared 2-core machine two OpenMP threads
+    spin against the other jobs (8x slower measured); the stage's default is 1 too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def toy():
     return toy_scene()
@@ -26,7 +36,9 @@ def toy():
 
 def make_model(toy, seed=0, n_queries=16):
     torch.manual_seed(seed)
-    return MaskField(NerfFeatureField(toy.cache, FeatureFieldSettings()), QueryHeads(16, 8, HeadSettings(n_queries=n_queries)))
+    # the default tri-plane at toy size: the default 256^2 level is most of the step's cost here
+    ff = FeatureFieldSettings(plane_resolutions=[16, 32, 64], plane_features=8)
+    return MaskField(NerfFeatureField(toy.cache, ff), QueryHeads(16, 8, HeadSettings(n_queries=n_queries)))
 
 
 def targets(toy):
@@ -76,7 +88,8 @@ def files(toy, tmp_path_factory):
                             [np.ones(len(m)) for m in toy.masks], "simulated", 24, 32)
     write_masks(d / "masks.h5", ms)
     write_embeddings(d / "embeddings.h5", np.concatenate(toy.embeddings), d / "masks.h5", "simulated", "simulated")
-    s = from_dict(MaskSettings, {"train": {"iterations": 20, "log_every": 10}, "heads": {"n_queries": 16}})
+    s = from_dict(MaskSettings, {"train": {"iterations": 20, "log_every": 10}, "heads": {"n_queries": 16},
+                                 "feature_field": {"plane_resolutions": [16, 32], "plane_features": 4}})
     ckpt = train_mask(scene, d / "geometry-nerf.h5", d / "masks.h5", d / "embeddings.h5", d / "mf.pt", s, progress=False)
     return d, scene, ckpt
 

@@ -75,7 +75,7 @@ def extra_loss(logits: torch.Tensor) -> torch.Tensor:
 
 def criterion(logits: torch.Tensor, targets: torch.Tensor, matched_semantics: torch.Tensor, embeddings: torch.Tensor,
               matching: Matching, s: LossSettings | None = None) -> MaskLosses:
-    """Unweighted losses of one view.
+    """Unweighted losses of one view, official form: matched logits upsampled to the mask size.
 
     Args:
         logits: [N, h, w] predicted mask logits at the render resolution.
@@ -87,16 +87,45 @@ def criterion(logits: torch.Tensor, targets: torch.Tensor, matched_semantics: to
         matching: n pairs from `match`.
     """
     s = s or LossSettings()
-    M = targets.shape[0]
-    pi, ti = matching.pred_idx.to(logits.device), matching.tgt_idx.to(logits.device)
-    zero = logits.sum() * 0  # keeps the graph when a term is empty
-    if len(pi):
-        up = F.interpolate(logits[pi][None], size=targets.shape[-2:], mode="bilinear", align_corners=False)[0]
-        t = targets[ti].flatten(1).to(up.dtype)
-        focal = focal_loss(up.flatten(1), t, s.alpha, s.gamma).sum() / max(M, 1)
-        dice = dice_loss(up.flatten(1), t).sum() / max(M, 1)
-        semantic = cosine_loss(matched_semantics, embeddings[ti]).mean()
-    else:
-        focal = dice = semantic = zero
+    pi = matching.pred_idx.to(logits.device)
     extra = extra_loss(logits[matching.unmatched(logits.shape[0]).to(logits.device)].flatten(1))
+    if len(pi) == 0:
+        return _losses(logits.flatten(1)[:0], targets.flatten(1), matched_semantics, embeddings, matching, extra, s)
+    up = F.interpolate(logits[pi][None], size=targets.shape[-2:], mode="bilinear", align_corners=False)[0]
+    return _losses(up.flatten(1), targets.flatten(1), matched_semantics, embeddings, matching, extra, s)
+
+
+def pixel_criterion(logits: torch.Tensor, targets: torch.Tensor, matched_semantics: torch.Tensor,
+                    embeddings: torch.Tensor, matching: Matching, s: LossSettings | None = None,
+                    extra_pixels: torch.Tensor | None = None) -> MaskLosses:
+    """Unweighted losses of one view with logits and (possibly soft) targets at the same pixels.
+
+    Our default (`train.supervision = "render"`): the targets are the teacher masks area-averaged
+    to the rendered pixels (soft 0..1), so no upsampling of logits is needed (on CPU the x4
+    upsampling and the losses at mask size cost more than everything else of a step).
+
+    Args:
+        logits: [N, P] mask logits at the rendered pixels.
+        targets: [M, P] teacher masks (0..1) at the same pixels.
+        matched_semantics, embeddings, matching: as in `criterion`.
+        extra_pixels: optional [p] pixel columns on which the extra loss (a mean) is estimated.
+    """
+    s = s or LossSettings()
+    pi = matching.pred_idx.to(logits.device)
+    unmatched = logits[matching.unmatched(logits.shape[0]).to(logits.device)]
+    extra = extra_loss(unmatched if extra_pixels is None else unmatched[:, extra_pixels.to(logits.device)])
+    return _losses(logits[pi], targets, matched_semantics, embeddings, matching, extra, s)
+
+
+def _losses(matched_logits: torch.Tensor, targets: torch.Tensor, matched_semantics: torch.Tensor,
+            embeddings: torch.Tensor, matching: Matching, extra: torch.Tensor, s: LossSettings) -> MaskLosses:
+    """Focal/dice (sum over pairs / M) and semantic (mean) terms; matched_logits [n, P], targets [M, P]."""
+    M = targets.shape[0]
+    if len(matching) == 0:
+        zero = extra * 0 + matched_logits.sum() * 0  # keeps the graph when a term is empty
+        return MaskLosses(zero, zero, zero, extra)
+    t = targets[matching.tgt_idx.to(targets.device)].to(matched_logits.dtype)
+    focal = focal_loss(matched_logits, t, s.alpha, s.gamma).sum() / max(M, 1)
+    dice = dice_loss(matched_logits, t).sum() / max(M, 1)
+    semantic = cosine_loss(matched_semantics, embeddings[matching.tgt_idx.to(embeddings.device)]).mean()
     return MaskLosses(focal, dice, semantic, extra)

@@ -23,8 +23,11 @@ class MatcherSettings:
     focal: float = 1.0
     dice: float = 0.05
     semantic: float = 1.0
-    l1: bool = True
-    """Add mean |S_i - E_j| to the semantic cost (official: in the cost only, not in the loss)."""
+    l1: bool = False
+    """Add mean |S_i - E_j| to the semantic cost (official True: in the cost only, not in the
+    loss). Off by default: the semantic token is trained with 1 - cos only, so its scale is free
+    and the L1 term mostly ranks queries by their norm; it is the single most expensive cost on
+    CPU (240 x M x 512 cdist, ~10 ms of a ~40 ms step) for no measured gain (0.68 vs 0.66)."""
     alpha: float = 0.25
     gamma: float = 2.0
 
@@ -50,6 +53,15 @@ class Matching:
         return torch.nonzero(keep, as_tuple=True)[0]
 
 
+def neg_log_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(x) = softplus(-x), stably, from exp/log only.
+
+    On CPU `F.logsigmoid`, `F.softplus` and `log1p` are scalar loops (~8 ms for 240 x 1200 on
+    one core) while exp/log are vectorised (~0.3 ms); log(1 + e) loses only e < 1e-7 absolute.
+    """
+    return (-x).clamp(min=0) + torch.log(1 + torch.exp(-x.abs()))
+
+
 def focal_cost(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
     """Pairwise sigmoid focal loss, averaged over pixels.
 
@@ -59,7 +71,7 @@ def focal_cost(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
         [N, M]: cost[i, j] = mean_p focal(logits[i, p], targets[j, p]).
     """
     prob = logits.sigmoid()
-    nlp = -F.logsigmoid(logits)  # -log p; -log(1 - p) = nlp + logits (logsigmoid is far cheaper than softplus on CPU)
+    nlp = neg_log_sigmoid(logits)  # -log p; -log(1 - p) = nlp + logits
     pw = (lambda t: t.square()) if gamma == 2 else (lambda t: t.pow(gamma))
     pos = alpha * pw(1 - prob) * nlp
     neg = (1 - alpha) * pw(prob) * (nlp + logits)

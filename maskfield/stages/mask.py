@@ -50,8 +50,11 @@ class MaskSettings:
     device: str = "auto"
     seed: int | None = None
     """The workflow's global seed; when set it replaces train.seed."""
-    threads: int = 0
-    """torch CPU threads (0: leave torch's default)."""
+    threads: int = 1
+    """torch CPU threads (0: leave torch's default, one per core). 1 by default: the workflow
+    runs mask_field jobs at Snakemake's default of 1 thread each, side by side; on 2 shared
+    cores torch's 2 OpenMP threads per job then spin against each other (a toy training step
+    measured 8x slower with 2 threads than with 1 while other jobs ran)."""
 
 
 def build_model(cache: GeometryCache, s: MaskSettings, sem_dim: int) -> MaskField:
