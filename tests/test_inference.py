@@ -194,3 +194,28 @@ def test_even_mean_filter_is_centred():
     m[0, 0, 10:20] = 1.0  # a 10-wide band keeps its exact extent after the size-10 filter
     out = filters.mean_filter(np.repeat(m, 3, axis=1), 10)[0, 1]
     np.testing.assert_array_equal(np.flatnonzero(out > 0.5), np.arange(10, 20))
+
+
+def test_scene_negatives_stop_a_near_synonym_from_being_kept():
+    """Two queries: a red mug and a blue mug. Their semantics share the 'mug' direction, so with the
+    canonical negatives both pass the normalised threshold for "red mug"; with the scene's other
+    prompt as a negative only the red mug does."""
+    mug, red, blue, obj, book = np.eye(5)
+    unit = lambda v: v / np.linalg.norm(v)
+    # A third, unrelated query (a book) anchors the min-max normalisation of relevances.
+    semantics = np.stack([unit(mug + red), unit(mug + blue), book])
+    text_red, text_blue = unit(mug + red), unit(mug + blue)
+    probs = np.zeros((3, 8, 8), np.float32)
+    probs[0, :, :4] = 1.0
+    probs[1, :, 4:] = 1.0
+    probs[2, 0, 4] = 1.0
+    canonical = obj[None]
+    loose = QuerySettings(mean_filter_size=1)
+    strict = QuerySettings(mean_filter_size=1, negatives="canonical+scene")
+    both = query_mask(probs, semantics, text_red, canonical, (8, 8), loose)
+    assert sorted(both.kept) == [0, 1]
+    only_red = query_mask(probs, semantics, text_red, np.stack([obj, text_blue]), (8, 8), strict)
+    assert list(only_red.kept) == [0]
+    assert only_red.mask[:, :4].all() and not only_red.mask[:, 4:].any()
+    with pytest.raises(ValueError, match="negatives"):
+        QuerySettings(negatives="everything")

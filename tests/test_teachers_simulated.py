@@ -110,3 +110,20 @@ def test_embedding_noise_knob_is_honoured():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         SimulatedMaskSettings(drop_prob=1.5)
+
+
+def test_instances_with_a_descriptive_phrase_are_embedded_as_that_phrase():
+    from maskfield.data.scene import SceneHierarchy
+    from maskfield.teachers.simulated import class_vocabulary
+    from maskfield.teachers.text import load_text_encoder
+
+    hier = SceneHierarchy(
+        instance_maps=np.zeros((1, 2, 2), np.int32), instance_class={1: "mug", 2: "mug", 3: "floor"},
+        instance_phrase={1: "red mug", 2: "blue mug"},
+    )
+    enc = load_text_encoder("simulated:dim=64:seed=0")
+    names, vecs, lut = class_vocabulary(hier, enc)
+    assert names == ["blue mug", "floor", "red mug"]
+    assert [names[lut[i]] for i in (1, 2, 3)] == ["red mug", "blue mug", "floor"]
+    red = enc(["red mug"])[0]
+    assert vecs[names.index("red mug")] @ red > vecs[names.index("blue mug")] @ red + 0.3

@@ -59,6 +59,9 @@ class SceneHierarchy:
     part_instance: dict[int, int] = field(default_factory=dict)  # part id -> instance id
     stuff_classes: tuple[str, ...] = ()  # background classes (floor, wall, ...)
     groups: list[list[int]] = field(default_factory=list)  # instance ids that form one group
+    # instance id -> a descriptive phrase ("red mug") where the dataset names instances that way
+    # (the synthetic query scene); what a CLIP crop of that instance would be closest to.
+    instance_phrase: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass

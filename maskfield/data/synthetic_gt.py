@@ -76,6 +76,7 @@ def load_synthetic_gt(scene_dir: Path, view_names: list[str], size: tuple[int, i
     hierarchy = SceneHierarchy(
         instance_maps=inst.astype(np.int32),
         instance_class={int(k): str(v) for k, v in meta.get("instance_class", {}).items()},
+        instance_phrase={int(k): str(v) for k, v in meta.get("instance_phrase", {}).items()},
         part_maps=part.astype(np.int32),
         part_instance={int(k): int(v) for k, v in meta.get("part_instance", {}).items()},
         stuff_classes=tuple(meta.get("stuff_classes", ())),

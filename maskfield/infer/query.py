@@ -47,11 +47,19 @@ class QuerySettings:
     """a pixel is in the mask when the filtered union of kept maps exceeds this probability."""
     fallback_top1: bool = True
     """when no query survives, use the most relevant one (False: predict an empty mask)."""
+    negatives: str = "canonical"
+    """negative phrases of the LERF relevance: "canonical" (object, things, stuff, texture: LERF and
+    the paper) or "canonical+scene", which adds the scene's other query prompts. With the latter a
+    mask of the blue mug is not relevant to "red mug" just because both are mugs: the paper's
+    threshold alone keeps such near-synonyms once relevances are normalised (our choice; compare
+    the two in the query table)."""
 
     def __post_init__(self) -> None:
         for name in ("relevance_threshold", "min_activation", "mean_filter_blend", "mask_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.negatives not in ("canonical", "canonical+scene"):
+            raise ValueError(f"negatives must be 'canonical' or 'canonical+scene', got {self.negatives!r}")
 
 
 @dataclass
@@ -103,7 +111,7 @@ def query_mask(probs, semantics, text, canonical, out_hw, s: QuerySettings) -> Q
 
     Args:
         probs: [Q, h, w] query mask probabilities. semantics: [Q, D]. text: [D].
-        canonical: [4, D] features of CANONICAL_PHRASES. out_hw: (H, W) of the ground truth.
+        canonical: [K, D] negative phrase features (CANONICAL_PHRASES, plus the scene's other prompts with `negatives: canonical+scene`). out_hw: (H, W) of the ground truth.
     Returns:
         QueryPrediction with mask [H, W] bool.
     """

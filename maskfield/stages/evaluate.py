@@ -143,7 +143,11 @@ def query_metrics(scene, preds: dict[int, ViewPrediction], text: dict[str, np.nd
         for prompt, gt in scene.query_masks[v].items():
             gts[(v, prompt)] = np.asarray(gt, bool)
             if v in preds:
-                qp = query_mask(preds[v].probs, preds[v].semantics, text[prompt], canonical, gt.shape, s)
+                negatives = canonical
+                if s.negatives == "canonical+scene":
+                    others = [text[p] for p in text if p != prompt]
+                    negatives = np.concatenate([canonical, np.reshape(others, (-1, canonical.shape[1]))])
+                qp = query_mask(preds[v].probs, preds[v].semantics, text[prompt], negatives, gt.shape, s)
                 masks[(v, prompt)] = qp.mask
                 n_fallback += int(qp.fallback)
     r = M.lerf_scores(gts, masks)

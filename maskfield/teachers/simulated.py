@@ -233,9 +233,15 @@ def simulate_view_embeddings(masks: np.ndarray, class_map: np.ndarray, class_vec
 
 
 def class_vocabulary(hier: SceneHierarchy, encoder: TextEncoder) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Class names, their text vectors [C, D], and a lookup instance id -> class index (-1 none)."""
-    names = sorted(set(hier.instance_class.values()))
-    lut = np.full(max(hier.instance_class, default=0) + 1, -1, np.int64)
-    for i, c in hier.instance_class.items():
+    """Class names, their text vectors [C, D], and a lookup instance id -> class index (-1 none).
+
+    An instance with a descriptive phrase ("red mug") is embedded as that phrase rather than its
+    bare class ("mug"): CLIP sees colour, so its crop of the red mug is closer to "red mug" than
+    to "blue mug"; embedding both as "mug" would make the two indistinguishable to any query.
+    """
+    label = {i: hier.instance_phrase.get(i, c) for i, c in hier.instance_class.items()}
+    names = sorted(set(label.values()))
+    lut = np.full(max(label, default=0) + 1, -1, np.int64)
+    for i, c in label.items():
         lut[i] = names.index(c)
     return names, encoder(names), lut
