@@ -219,3 +219,11 @@ def test_scene_negatives_stop_a_near_synonym_from_being_kept():
     assert only_red.mask[:, :4].all() and not only_red.mask[:, 4:].any()
     with pytest.raises(ValueError, match="negatives"):
         QuerySettings(negatives="everything")
+
+
+def test_mean_filter_scales_with_the_evaluation_width():
+    from maskfield.infer.query import filter_size
+
+    assert filter_size(QuerySettings(), 160) == 10  # absolute by default (paper)
+    scaled = QuerySettings(mean_filter_reference_width=1000)
+    assert filter_size(scaled, 1000) == 10 and filter_size(scaled, 160) == 2 and filter_size(scaled, 40) == 1

@@ -40,7 +40,11 @@ class QuerySettings:
     """drop queries whose max probability is below this; 0.5 = the mask threshold, since such a
     query could never draw a pixel of the final mask on its own."""
     mean_filter_size: int = 10
-    """side of the mean filter on the union of kept maps, in ground-truth pixels (paper 10; <= 1 disables)."""
+    """side of the mean filter on the union of kept maps, in ground-truth pixels at
+    `mean_filter_reference_width` (paper 10; <= 1 disables)."""
+    mean_filter_reference_width: int = 0
+    """image width at which `mean_filter_size` applies; the size scales with the evaluation width
+    (e.g. 1000: the paper's 10 px on LERF's ~1K-wide frames become 2 px at 160 px). 0 = absolute."""
     mean_filter_blend: float = 1.0
     """weight of the filtered map (1 = pure mean filter as in the paper; LangSplat uses 0.5)."""
     mask_threshold: float = 0.5
@@ -106,6 +110,13 @@ def select_queries(probs: np.ndarray, relevance: np.ndarray, s: QuerySettings) -
     return np.array([int(np.argmax(relevance))], np.int64), True
 
 
+def filter_size(s: QuerySettings, width: int) -> int:
+    """The mean filter's side in pixels for an evaluation image `width` pixels wide."""
+    if s.mean_filter_reference_width <= 0:
+        return s.mean_filter_size
+    return max(1, round(s.mean_filter_size * width / s.mean_filter_reference_width))
+
+
 def query_mask(probs, semantics, text, canonical, out_hw, s: QuerySettings) -> QueryPrediction:
     """Binary mask of one text query in one view.
 
@@ -123,5 +134,5 @@ def query_mask(probs, semantics, text, canonical, out_hw, s: QuerySettings) -> Q
     # Union first, then filter: filtering each kept map alone would leave a seam of 0.5 between
     # two adjacent kept masks (e.g. the parts of one object) that the threshold then cuts.
     union = resize_bilinear(probs[kept], out_hw).max(axis=0, keepdims=True)
-    union = s.mean_filter_blend * mean_filter(union, s.mean_filter_size) + (1 - s.mean_filter_blend) * union
+    union = s.mean_filter_blend * mean_filter(union, filter_size(s, out_hw[1])) + (1 - s.mean_filter_blend) * union
     return QueryPrediction(union[0] > s.mask_threshold, kept, fallback)
