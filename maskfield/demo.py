@@ -17,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     cores = str(os.cpu_count() or 1)
     cmd = [str(bin_dir / "snakemake"), "--cores", cores, "--scheduler", "greedy", TARGET, *argv]
+    import torch
+
+    if not torch.cuda.is_available():
+        # The local profile caps gpu-declared rules to one at a time (one card); on a CPU-only
+        # machine those rules are single-threaded CPU jobs, so let one run per core.
+        cmd += ["--resources", f"gpu={cores}"]
     print("running:", " ".join(cmd), flush=True)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env)

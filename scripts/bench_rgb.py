@@ -1,6 +1,6 @@
 """Benchmark the NeRF RGB field on the three synthetic scenes (CPU-sized).
 
-    .venv/bin/python scripts/bench_rgb.py [--layouts replica ovs3d lerf_mask] [--encodings vm hash dense]
+    .venv/bin/python scripts/bench_rgb.py [--layouts replica ovs3d lerf_mask] [--encodings voxel vm hash dense]
                                           [--settings JSON] [--threads 2]
 
 Per scene and encoding: test-view PSNR, mean absolute depth error (world units and % of the
@@ -142,7 +142,7 @@ def bench_one(scene, encoding: str, overrides: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layouts", nargs="+", default=["replica", "ovs3d", "lerf_mask"])
-    ap.add_argument("--encodings", nargs="+", default=["vm"])
+    ap.add_argument("--encodings", nargs="+", default=["voxel"])
     ap.add_argument("--settings", default="{}", help="JSON overrides of TrainRGBSettings")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

@@ -17,7 +17,10 @@ from maskfield.stages.rgb import run_geometry, run_train_rgb
 
 TINY = dict(iterations=100, lr_net=0.01, rays_per_step=256, samples_per_ray=32, occupancy_resolution=16, occupancy_warmup=30,
             occupancy_every=10, progress=False, device="cpu",
-            field=FieldConfig(vm_resolution=32, vm_density_components=4, vm_app_components=4, app_dim=8, hidden=16))
+            field=FieldConfig(voxel_resolution=24, voxel_colour_resolution=24, hidden=16))
+TINY_VM = dict(TINY, lr_grid=0.02, field=FieldConfig(encoding="vm", density_activation="exp", density_shift=0.0, density_scale=1.0,
+                                                     vm_resolution=32, vm_density_components=4, vm_app_components=4, app_dim=8,
+                                                     hidden=16))
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +32,10 @@ def trained(tmp_path_factory):
     return scene, out
 
 
-def test_training_loss_falls_and_psnr_rises():
+@pytest.mark.parametrize("tiny", [TINY, TINY_VM], ids=["voxel", "vm"])
+def test_training_loss_falls_and_psnr_rises(tiny):
     scene = plane_scene("forward")
-    tf = train_rgb(scene, TrainRGBSettings(**TINY), torch.device("cpu"))
+    tf = train_rgb(scene, TrainRGBSettings(**tiny), torch.device("cpu"))
     first, last = tf.history[0][1], tf.history[-1][1]
     assert last > first + 3.0, tf.history
 
@@ -51,7 +55,7 @@ def test_checkpoint_round_trip_with_weights_only(trained):
     assert ckpt["config"]["space"]["kind"] == "ndc"
     tf = load_field(path, scene=scene)
     summary = json.loads(path.with_suffix(".json").read_text())
-    assert summary["iterations"] == 100 and summary["encoding"] == "vm" and summary["device"] == "cpu"
+    assert summary["iterations"] == 100 and summary["encoding"] == "voxel" and summary["device"] == "cpu"
     rgb, _ = render_view(tf, scene.cameras, int(scene.test_ids[0]))
     gt = torch.from_numpy(scene.images[scene.test_ids[0]]).float() / 255
     psnr = -10 * np.log10((rgb - gt).square().mean().item())

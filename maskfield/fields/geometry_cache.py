@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from maskfield.errors import MaskfieldError
-from maskfield.fields.rendering import render_rays
+from maskfield.fields.rendering import render_weights
 from maskfield.fields.train_rgb import TrainedField, view_rays
 from maskfield.io.geometry import GeometryCache
 
@@ -32,7 +32,7 @@ class GeometrySettings:
     """Samples kept per pixel (largest weights)."""
     samples_per_ray: int = 0
     """Samples per ray before pruning (0: the value the field was trained with)."""
-    chunk: int = 8192
+    chunk: int = 16384
     """Rays per chunk."""
     device: str = "auto"
 
@@ -49,12 +49,12 @@ def view_geometry(tf: TrainedField, cameras, view: int, top_k: int, samples: int
     dev = next(tf.field.parameters()).device
     pos, wts, dep = [], [], []
     for i in range(0, len(o), chunk):
-        out = render_rays(tf.field, tf.space, tf.grid, o[i:i + chunk].to(dev), d[i:i + chunk].to(dev), samples,
-                          background=tf.background)
-        idx = out.weights.topk(top_k, dim=1).indices.sort(dim=1).values  # ray order
-        pos.append(torch.gather(out.samples.positions, 1, idx[..., None].expand(-1, -1, 3)).cpu())
-        wts.append(torch.gather(out.weights, 1, idx).cpu())
-        dep.append(out.depth.cpu())
+        w, depth, smp = render_weights(tf.field, tf.space, tf.grid, o[i:i + chunk].to(dev), d[i:i + chunk].to(dev),
+                                       samples)  # density only: colour is not cached
+        idx = w.topk(top_k, dim=1).indices.sort(dim=1).values  # ray order
+        pos.append(torch.gather(smp.positions, 1, idx[..., None].expand(-1, -1, 3)).cpu())
+        wts.append(torch.gather(w, 1, idx).cpu())
+        dep.append(depth.cpu())
     return torch.cat(pos), torch.cat(wts), torch.cat(dep)
 
 

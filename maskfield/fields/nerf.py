@@ -5,7 +5,11 @@ Contract (small, like nerfstudio's fields): `density(x)` -> sigma, and `forward(
 elsewhere. Two layouts:
 - "vm" (TensoRF): a density VM whose components are summed, and an appearance VM projected to
   `app_dim` features and decoded to colour by a small MLP;
-- "hash" / "dense": one encoding -> MLP -> (density, geometry feature) -> colour MLP.
+- "hash" / "dense": one encoding -> MLP -> (density, geometry feature) -> colour MLP;
+- "voxel" (DVGO / Plenoxels, the CPU default): a dense density grid read by trilinear
+  interpolation (no MLP, so density is cheap enough to evaluate at hundreds of samples per ray
+  and its empty space is exactly known), and a coarser colour-feature grid decoded by a tiny MLP
+  (or read directly as RGB when it has 3 channels).
 Colour is Lambertian unless `view_dependent` (then the MLP also sees degree-2 spherical
 harmonics of the direction).
 """
@@ -21,24 +25,28 @@ from torch import nn
 from maskfield.errors import MaskfieldError
 from maskfield.fields.encodings import DenseGrid, HashGrid, TensorVM
 
-ENCODINGS = ("vm", "hash", "dense")
+ENCODINGS = ("voxel", "vm", "hash", "dense")
 
 
 @dataclass
 class FieldConfig:
     """Architecture of the radiance field (stored in the checkpoint)."""
 
-    encoding: str = "vm"
-    """"vm" (TensoRF vector-matrix), "hash" (multiresolution hash grid), or "dense" (voxel grid)."""
+    encoding: str = "voxel"
+    """"voxel" (dense density + colour grids, DVGO-style), "vm" (TensoRF vector-matrix), "hash"
+    (multiresolution hash grid), or "dense" (feature grid + MLPs)."""
     view_dependent: bool = False
     """Feed the view direction to the colour MLP (real data); off for Lambertian scenes."""
     hidden: int = 64
-    """Width of the MLPs."""
-    density_activation: str = "exp"
-    """"exp" (Instant-NGP; starts as a light fog and sharpens fast) or "softplus" (TensoRF)."""
-    density_shift: float = 0.0
-    """Added before the activation (TensoRF's density_shift is -10 with softplus)."""
-    density_scale: float = 1.0
+    """Width of the MLPs.
+
+    The density defaults (softplus, shift -5, scale 25) suit "voxel"; for "vm" the measured recipe
+    is density_activation "exp", density_shift 0, density_scale 1 (with lr_grid 0.02)."""
+    density_activation: str = "softplus"
+    """"softplus" (TensoRF, DVGO) or "exp" (Instant-NGP; starts as a light fog and sharpens fast)."""
+    density_shift: float = -5.0
+    """Added before the activation: a low initial density (no fog to carve away later)."""
+    density_scale: float = 25.0
     """Multiplies the activation (TensoRF's distance_scale is 25); sigma is per unit box length."""
     vm_resolution: int = 128
     vm_density_components: int = 16
@@ -52,6 +60,12 @@ class FieldConfig:
     dense_resolution: int = 96
     dense_features: int = 8
     geo_dim: int = 15
+    voxel_resolution: int = 64
+    """"voxel": cells per axis of the density grid."""
+    voxel_colour_resolution: int = 64
+    """"voxel": cells per axis of the colour-feature grid."""
+    voxel_colour_features: int = 3
+    """"voxel": channels of the colour grid (3: read as RGB logits, no MLP)."""
 
 
 def sh_deg2(d: torch.Tensor) -> torch.Tensor:
@@ -72,7 +86,12 @@ class RadianceField(nn.Module):
             raise MaskfieldError(f"field encoding {cfg.encoding!r} is unknown; use one of {ENCODINGS}.")
         self.cfg = cfg
         dir_dim = 9 if cfg.view_dependent else 0
-        if cfg.encoding == "vm":
+        if cfg.encoding == "voxel":
+            self.density_grid = nn.Parameter(torch.zeros(1, 1, *(cfg.voxel_resolution,) * 3))
+            self.colour_grid = DenseGrid(cfg.voxel_colour_resolution, cfg.voxel_colour_features)
+            c = cfg.voxel_colour_features
+            self.colour_net = None if c == 3 and not cfg.view_dependent else mlp(c + dir_dim, cfg.hidden, 3)
+        elif cfg.encoding == "vm":
             self.density_enc = TensorVM(cfg.vm_resolution, cfg.vm_density_components)
             self.app_enc = TensorVM(cfg.vm_resolution, cfg.vm_app_components)
             self.basis = nn.Linear(self.app_enc.out_dim, cfg.app_dim, bias=False)
@@ -91,6 +110,9 @@ class RadianceField(nn.Module):
         return F.softplus(raw) * self.cfg.density_scale
 
     def _geometry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.cfg.encoding == "voxel":
+            raw = F.grid_sample(self.density_grid, x[None, :, None, None, :], mode="bilinear", align_corners=True)
+            return self._activate(raw.reshape(-1)), None
         if self.cfg.encoding == "vm":
             return self._activate(self.density_enc(x).sum(-1)), None
         h = self.geo_net(self.enc(x))
@@ -103,15 +125,37 @@ class RadianceField(nn.Module):
     def forward(self, x: torch.Tensor, dirs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, 3] box coords, dirs [N, 3] unit world directions -> (sigma [N], rgb [N, 3] in [0, 1])."""
         sigma, geo = self._geometry(x)
-        feat = self.basis(self.app_enc(x)) if geo is None else geo
+        if self.cfg.encoding == "voxel":
+            feat = self.colour_grid(x)
+            if self.colour_net is None:
+                return sigma, torch.sigmoid(feat)
+        else:
+            feat = self.basis(self.app_enc(x)) if geo is None else geo
         if self.cfg.view_dependent:
             feat = torch.cat([feat, sh_deg2(dirs)], -1)
         return sigma, torch.sigmoid(self.colour_net(feat))
 
     def grid_parameters(self) -> list[nn.Parameter]:
         """The encodings' parameters (they take the larger learning rate)."""
+        if self.cfg.encoding == "voxel":
+            return [self.density_grid, self.colour_grid.grid]
         encs = [self.density_enc, self.app_enc] if self.cfg.encoding == "vm" else [self.enc]
         return [p for e in encs for p in e.parameters()]
+
+    @torch.no_grad()
+    def max_density_grid(self, resolution: int) -> torch.Tensor | None:
+        """Upper bound of sigma over each cell of a [R, R, R] grid of the box ("voxel" only: the
+        max of the voxel values touching the cell, since trilinear interpolation never exceeds
+        them; None for fields whose density needs sampling)."""
+        if self.cfg.encoding != "voxel":
+            return None
+        g = self._activate(self.density_grid)  # monotone activation: max commutes with it
+        R = g.shape[-1]
+        # voxel nodes at align_corners positions; a cell of the occupancy grid [i/R', (i+1)/R']
+        # touches the nodes in floor(i*(R-1)/R') .. ceil((i+1)*(R-1)/R'): dilate by one, then resample
+        g = F.max_pool3d(g, 3, stride=1, padding=1)
+        out = F.adaptive_max_pool3d(g, resolution) if R >= resolution else F.interpolate(g, size=(resolution,) * 3, mode="nearest")
+        return out[0, 0].permute(2, 1, 0).contiguous()  # grid_sample's (x, y, z) = (W, H, D) -> [x, y, z]
 
     def total_variation(self) -> torch.Tensor:
         """TV of the grids (0 for the hash grid, whose collisions make TV meaningless)."""
@@ -119,4 +163,7 @@ class RadianceField(nn.Module):
             return self.density_enc.total_variation() + self.app_enc.total_variation()
         if self.cfg.encoding == "dense":
             return self.enc.total_variation()
+        if self.cfg.encoding == "voxel":
+            g = self.density_grid
+            return sum((g.diff(dim=d)).square().mean() for d in (2, 3, 4)) + self.colour_grid.total_variation()
         return torch.zeros(())

@@ -40,6 +40,27 @@ def expected_depth(weights: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (weights * t).sum(1) / acc.clamp_min(1e-6) * (acc > 1e-6)
 
 
+def distortion_loss(weights: torch.Tensor, u: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
+    """mip-NeRF 360 distortion loss per ray, mean over rays (O(S) form).
+
+    sum_ij w_i w_j |u_i - u_j| + 1/3 sum_i w_i^2 du, with u [N, S] the sorted sample fractions of
+    each ray's interval (bin width du = 1/S). Minimised by weights concentrated in one short
+    interval: it removes fog and floaters in front of and behind the surface.
+    """
+    du = 1.0 / (n_samples or u.shape[1])
+    w_before = torch.cumsum(weights, 1) - weights  # exclusive prefix sums
+    wu_before = torch.cumsum(weights * u, 1) - weights * u
+    inter = 2.0 * (weights * (u * w_before - wu_before)).sum(1)
+    intra = weights.square().sum(1) * du / 3.0
+    return (inter + intra).mean()
+
+
+def opacity_entropy(opacity: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Mean binary entropy of per-ray opacities: pushes each ray to be either empty or opaque."""
+    a = opacity.clamp(eps, 1 - eps)
+    return -(a * a.log() + (1 - a) * (1 - a).log()).mean()
+
+
 @dataclass
 class RenderResult:
     rgb: torch.Tensor  # [N, 3]
@@ -77,3 +98,21 @@ def render_rays(field, space: Space, grid: OccupancyGrid | None, o: torch.Tensor
         rgb = rgb.masked_scatter(live[..., None], rgb_live)
     w = compositing_weights(sigma, s.deltas)
     return RenderResult(composite(w, rgb, background), expected_depth(w, s.t), w.sum(1), w, s)
+
+
+@torch.no_grad()
+def render_weights(field, space: Space, grid: OccupancyGrid | None, o: torch.Tensor, d: torch.Tensor,
+                   n_samples: int) -> tuple[torch.Tensor, torch.Tensor, RaySamples]:
+    """Geometry only (no colour): compositing weights [N, S], expected z-depth [N] and the samples.
+
+    The same weights as `render_rays` without jitter; density is evaluated only in occupied cells.
+    """
+    r = ray_ranges(space, o, d)
+    s = sample_rays(space, o, d, r, n_samples, jitter=False)
+    live = grid.query(s.positions) if grid is not None else inside_box(s.positions)
+    live &= r.valid[:, None]
+    sigma = s.t.new_zeros(s.t.shape)
+    if live.any():
+        sigma = sigma.masked_scatter(live, field.density(s.positions[live]))
+    w = compositing_weights(sigma, s.deltas)
+    return w, expected_depth(w, s.t), s

@@ -20,6 +20,7 @@ class RaySamples:
     t: torch.Tensor  # [N, S] ray parameter (z-depth) of each sample
     positions: torch.Tensor  # [N, S, 3] normalised box coordinates
     deltas: torch.Tensor  # [N, S] step length in box coordinates (for alpha)
+    u: torch.Tensor | None = None  # [N, S] fractions in (0, 1) of the sampling interval (the "s" of mip-NeRF 360)
 
 
 def stratified(n: int, s: int, jitter: bool, generator: torch.Generator | None = None,
@@ -54,7 +55,7 @@ def sample_rays(space: Space, o: torch.Tensor, d: torch.Tensor, r: RayRanges, n_
     pos = space.normalise(world)
     step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1)
     deltas = torch.cat([step, step[:, -1:]], 1)  # the last sample gets its neighbour's step
-    return RaySamples(t, pos, deltas)
+    return RaySamples(t, pos, deltas, u)
 
 
 def inside_box(pos: torch.Tensor) -> torch.Tensor:
@@ -82,21 +83,32 @@ class OccupancyGrid:
         return self.mask[i[..., 0], i[..., 1], i[..., 2]] & inside_box(pos)
 
     @torch.no_grad()
-    def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor], threshold: float, decay: float = 0.95,
-               generator: torch.Generator | None = None, chunk: int = 1 << 18) -> None:
-        """Refresh from `density_fn` (box coords [M, 3] -> [M]) at one jittered point per cell.
+    def update(self, density_fn: Callable[[torch.Tensor], torch.Tensor] | None, threshold: float, decay: float = 0.95,
+               generator: torch.Generator | None = None, chunk: int = 1 << 18,
+               max_density: torch.Tensor | None = None, min_fraction: float = 1e-3) -> None:
+        """Refresh the grid; a cell is occupied while its (decayed maximum) density exceeds `threshold`.
 
-        A cell stays occupied while its decayed maximum density exceeds `threshold`, or the mean
-        density while that is lower (early on, so the grid never empties before anything is learnt).
+        `max_density` [R, R, R], when the field can bound its density per cell exactly (a voxel
+        grid), replaces the EMA; otherwise `density_fn` (box coords [M, 3] -> [M]) is evaluated at
+        one jittered point per cell and the grid keeps the decayed maximum (Instant-NGP).
+        While fewer than `min_fraction` of the cells pass the threshold the field has not learnt
+        any surface yet, and every cell stays occupied (the grid never empties a young field).
         """
         R = self.resolution
-        cells = torch.stack(torch.meshgrid(*[torch.arange(R)] * 3, indexing="ij"), -1).reshape(-1, 3)
-        jit = torch.rand(cells.shape, generator=generator)
-        pts = ((cells + jit) / R * 2 - 1).to(self.density.device)
-        new = torch.cat([density_fn(pts[i:i + chunk]) for i in range(0, len(pts), chunk)]).reshape(R, R, R)
-        self.density = torch.maximum(self.density * decay, new) if self.measured else new
+        if max_density is not None:
+            self.density = max_density.to(self.density.device).reshape(R, R, R)
+        else:
+            cells = torch.stack(torch.meshgrid(*[torch.arange(R)] * 3, indexing="ij"), -1).reshape(-1, 3)
+            jit = torch.rand(cells.shape, generator=generator)
+            pts = ((cells + jit) / R * 2 - 1).to(self.density.device)
+            new = torch.cat([density_fn(pts[i:i + chunk]) for i in range(0, len(pts), chunk)]).reshape(R, R, R)
+            self.density = torch.maximum(self.density * decay, new) if self.measured else new
         self.measured = True
-        self.mask = self.density > min(threshold, float(self.density.mean()))
+        mask = self.density > threshold
+        self.mask = mask if mask.float().mean() >= min_fraction else torch.ones_like(mask)
+
+    def occupied_fraction(self) -> float:
+        return float(self.mask.float().mean())
 
     def state(self) -> dict:
         return {"resolution": self.resolution, "density": self.density.cpu(), "mask": self.mask.cpu()}
