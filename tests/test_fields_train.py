@@ -103,3 +103,20 @@ def test_bad_scenes_are_refused():
     scene.aabb = np.array([[10.0, 10.0, 10.0], [11.0, 11.0, 11.0]])  # behind the cameras
     with pytest.raises(MaskfieldError, match="cross the scene bounds"):
         train_rgb(scene, TrainRGBSettings(**TINY), torch.device("cpu"))
+
+
+def test_median_surface_is_the_half_weight_sample_of_each_ray(trained):
+    from maskfield.fields.geometry_cache import median_sample
+
+    w = torch.tensor([[0.1, 0.1, 0.5, 0.3], [0.6, 0.2, 0.1, 0.1], [0.0, 0.0, 0.0, 0.2]])
+    assert median_sample(w).tolist() == [2, 0, 3]
+    scene, path = trained
+    tf = load_field(path, scene=scene)
+    full = build_geometry(tf, scene, GeometrySettings(downscale=2, top_k=32, device="cpu"))
+    med = build_geometry(tf, scene, GeometrySettings(downscale=2, surface="median", device="cpu"))
+    assert med.positions.shape[1] == 1 and bool((med.weights == 1).all())
+    # the median point is one of the field's own samples on the ray (here all 32 are kept)
+    hit = (full.positions - med.positions).norm(dim=-1).min(dim=1).values
+    assert float(hit.max()) < 1e-6
+    with pytest.raises(MaskfieldError, match="surface"):
+        build_geometry(tf, scene, GeometrySettings(surface="mode", device="cpu"))

@@ -78,7 +78,7 @@ def write_geometry(path: str | os.PathLike, cache: GeometryCache) -> Path:
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["samples_per_pixel"] = int(cache.positions.shape[1])
             for k, v in cache.attrs.items():
-                f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v)
+                f.attrs[k] = v if isinstance(v, (int, float, str, np.integer, np.floating)) else json.dumps(v)
     return Path(path)
 
 
