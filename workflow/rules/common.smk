@@ -122,7 +122,8 @@ def get_embed_settings(wildcards):
 
 
 def scenes_of(dataset):
-    return list(dataset_config(dataset)["scenes"])
+    """The scenes that make up a dataset's table (those not switched off with `enabled: false`)."""
+    return [name for name, sc in dataset_config(dataset)["scenes"].items() if sc.get("enabled", True)]
 
 
 def get_table_metrics(wildcards):
