@@ -53,13 +53,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=f"(run `maskfield {name} -h`)")
             continue
         module_name, func_name = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("maskfield"):
-                continue  # stage not built yet
-            raise
-        getattr(module, func_name)(sub, name)
+        getattr(importlib.import_module(module_name), func_name)(sub, name)
     return parser
 
 
