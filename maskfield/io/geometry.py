@@ -15,7 +15,6 @@ composites them with these weights. Layout (ragged over views, flat over pixels)
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 
 from maskfield.errors import MaskfieldError
 from maskfield.io.atomic import atomic_path
-from maskfield.io.h5 import create_checked, open_h5
+from maskfield.io.h5 import create_checked, open_h5, read_attrs, write_attrs
 
 FORMAT_VERSION = 1
 
@@ -77,8 +76,7 @@ def write_geometry(path: str | os.PathLike, cache: GeometryCache) -> Path:
             create_checked(f, "depth", data=cache.depth.detach().cpu().numpy().astype(np.float32))
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["samples_per_pixel"] = int(cache.positions.shape[1])
-            for k, v in cache.attrs.items():
-                f.attrs[k] = v if isinstance(v, (int, float, str, np.integer, np.floating)) else json.dumps(v)
+            write_attrs(f, cache.attrs)
     return Path(path)
 
 
@@ -86,7 +84,7 @@ def read_geometry(path: str | os.PathLike) -> GeometryCache:
     names = ("view_index", "split", "heights", "widths", "pixel_offsets", "positions", "weights", "depth")
     with open_h5(path, "geometry cache", "geometry", names) as f:
         arrays = {n: f[n][()] for n in names}
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        attrs = read_attrs(f)
     P = arrays["positions"].shape[0]
     if arrays["pixel_offsets"][-1] != P or arrays["weights"].shape[0] != P:
         raise MaskfieldError(f"geometry cache {path} is inconsistent; delete it and rerun the `geometry` rule.")

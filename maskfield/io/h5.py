@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Iterator
 
 import h5py
+import numpy as np
 
 from maskfield.errors import MaskfieldError
 
@@ -51,9 +53,18 @@ def create_checked(group: h5py.Group, name: str, data, **kwargs) -> h5py.Dataset
     into a read error, which `open_h5` reports with the rule to rerun. HDF5 cannot checksum
     empty or variable-length (string) datasets; those are written plain.
     """
-    import numpy as np
-
     arr = np.asarray(data)
     if arr.size and arr.dtype.kind not in "OSU" and h5py.check_string_dtype(arr.dtype) is None:
         kwargs.setdefault("fletcher32", True)
     return group.create_dataset(name, data=data, **kwargs)
+
+
+def write_attrs(obj: h5py.File | h5py.Group, attrs: dict) -> None:
+    """Store attrs: numbers and strings as they are, anything else (dicts, lists) as JSON text."""
+    for k, v in attrs.items():
+        obj.attrs[k] = v if isinstance(v, (int, float, str, np.integer, np.floating)) else json.dumps(v)
+
+
+def read_attrs(obj: h5py.File | h5py.Group) -> dict:
+    """The attrs of a file or group, with byte strings decoded."""
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in obj.attrs.items()}

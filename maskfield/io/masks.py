@@ -23,7 +23,7 @@ import numpy as np
 from maskfield.errors import MaskfieldError
 from maskfield.io.atomic import atomic_path
 from maskfield.io.digest import file_digest
-from maskfield.io.h5 import create_checked, open_h5
+from maskfield.io.h5 import create_checked, open_h5, read_attrs, write_attrs
 
 FORMAT_VERSION = 1
 LEVEL_NAMES = {0: "s", 1: "m", 2: "l", 3: "stuff", -1: "none"}
@@ -80,8 +80,7 @@ def write_masks(path: str | os.PathLike, ms: MaskSet) -> Path:
             create_checked(f, "level", data=ms.level.astype(np.int8))
             attrs = {"format_version": FORMAT_VERSION, "teacher": ms.teacher, "height": h, "width": w,
                      "empty_views": json.dumps(empty)}
-            for k, v in {**ms.attrs, **attrs}.items():
-                f.attrs[k] = v if isinstance(v, (int, float, str, np.integer, np.floating)) else json.dumps(v)
+            write_attrs(f, {**ms.attrs, **attrs})
     return Path(path)
 
 
@@ -92,7 +91,7 @@ def read_masks(path: str | os.PathLike) -> MaskSet:
         offsets = f["view_offsets"][()]
         masks = f["masks"][()]
         scores, level = f["scores"][()], f["level"][()]
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        attrs = read_attrs(f)
     M = masks.shape[0]
     if len(offsets) != len(names) + 1 or offsets[0] != 0 or offsets[-1] != M or np.any(np.diff(offsets) < 0) \
             or len(scores) != M or len(level) != M:

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from maskfield.io.atomic import atomic_path
-from maskfield.io.h5 import create_checked, open_h5
+from maskfield.io.h5 import create_checked, open_h5, read_attrs, write_attrs
 
 FORMAT_VERSION = 1
 
@@ -48,8 +48,7 @@ def write_renders(path: str | os.PathLike, renders: Renders) -> Path:
                 create_checked(vg, "semantics", data=vp.semantics.astype(np.float32))
                 vg.attrs["view_index"] = int(vp.view_index)
             f.attrs["format_version"] = FORMAT_VERSION
-            for k, v in renders.attrs.items():
-                f.attrs[k] = v
+            write_attrs(f, renders.attrs)
     return Path(path)
 
 
@@ -59,6 +58,6 @@ def read_renders(path: str | os.PathLike, rule: str = "render") -> Renders:
             ViewPrediction(name, int(g.attrs["view_index"]), g["probs"][()].astype(np.float32), g["semantics"][()])
             for name, g in f["views"].items()
         ]
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        attrs = read_attrs(f)
     views.sort(key=lambda vp: vp.view_index)
     return Renders(views, attrs)

@@ -138,16 +138,16 @@ def query_metrics(scene, preds: dict[int, ViewPrediction], text: dict[str, np.nd
     views = [int(v) for v in scene.test_ids if scene.query_masks.get(int(v))]
     if not views:
         raise MaskfieldError(f"scene {scene.name} has no query ground truth for its test views; check its layout.")
+    negatives = {p: canonical for p in text}
+    if s.negatives == "canonical+scene":  # each prompt's negatives: canonical + the other prompts
+        negatives = {p: np.concatenate([canonical, np.reshape([text[o] for o in text if o != p], (-1, canonical.shape[1]))])
+                     for p in text}
     gts, masks, n_fallback = {}, {}, 0
     for v in views:
         for prompt, gt in scene.query_masks[v].items():
             gts[(v, prompt)] = np.asarray(gt, bool)
             if v in preds:
-                negatives = canonical
-                if s.negatives == "canonical+scene":
-                    others = [text[p] for p in text if p != prompt]
-                    negatives = np.concatenate([canonical, np.reshape(others, (-1, canonical.shape[1]))])
-                qp = query_mask(preds[v].probs, preds[v].semantics, text[prompt], negatives, gt.shape, s)
+                qp = query_mask(preds[v].probs, preds[v].semantics, text[prompt], negatives[prompt], gt.shape, s)
                 masks[(v, prompt)] = qp.mask
                 n_fallback += int(qp.fallback)
     r = M.lerf_scores(gts, masks)
