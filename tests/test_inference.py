@@ -104,6 +104,110 @@ def test_box_blend_values():
     assert out[0, 0, 0] == pytest.approx(0.0)
 
 
+
+# ---------------------------------------------------------------- filters against direct references
+
+
+def bilinear_reference(maps, out_hw):
+    """Pixel by pixel, in float64: align_corners=False source coordinates, clamped at the borders."""
+    K, h, w = maps.shape
+    H, W = out_hw
+
+    def taps(n_in, n_out, i):
+        src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n_in - 1)
+        return i0, min(i0 + 1, n_in - 1), src - i0
+
+    out = np.zeros((K, H, W))
+    for y in range(H):
+        y0, y1, fy = taps(h, H, y)
+        for x in range(W):
+            x0, x1, fx = taps(w, W, x)
+            top = (1 - fx) * maps[:, y0, x0] + fx * maps[:, y0, x1]
+            bottom = (1 - fx) * maps[:, y1, x0] + fx * maps[:, y1, x1]
+            out[:, y, x] = (1 - fy) * top + fy * bottom
+    return out
+
+
+@pytest.mark.parametrize("shape,out_hw", [((3, 10, 15), (20, 30)), ((2, 7, 5), (3, 11)), ((1, 12, 9), (12, 20)),
+                                          ((2, 1, 5), (4, 9)), ((4, 9, 13), (9, 13))])
+def test_resize_bilinear_matches_reference(shape, out_hw):
+    maps = np.random.default_rng(0).random(shape, dtype=np.float32)
+    out = filters.resize_bilinear(maps, out_hw)
+    assert out.dtype == np.float32 and out.shape == (shape[0], *out_hw)
+    np.testing.assert_allclose(out, bilinear_reference(maps.astype(np.float64), out_hw), atol=1e-6)
+
+
+def test_resize_bilinear_matches_torch_interpolate():
+    """The numpy resize replaced F.interpolate(bilinear, align_corners=False): same taps bit for bit
+    (read off by resizing unit impulses), and maps equal up to float32 rounding of the sums."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    for n_in, n_out in [(160, 1920), (15, 30), (53, 100), (100, 53), (7, 3), (1, 5), (5, 1)]:
+        impulses = torch.eye(n_in)[None, :, None, :]  # channel k: a 1 at column k
+        weights = F.interpolate(impulses, size=(1, n_out), mode="bilinear", align_corners=False)[0, :, 0].numpy()
+        i0, i1, w0, w1 = filters.linear_taps(n_in, n_out)
+        mine = np.zeros((n_in, n_out), np.float32)
+        np.add.at(mine, (i0, np.arange(n_out)), w0)
+        np.add.at(mine, (i1, np.arange(n_out)), w1)
+        np.testing.assert_array_equal(mine, weights)
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        K, (h, w, H, W) = int(rng.integers(1, 6)), (int(v) for v in rng.integers(1, 90, 4))
+        maps = rng.random((K, h, w), dtype=np.float32)
+        ref = F.interpolate(torch.from_numpy(maps)[None], size=(H, W), mode="bilinear", align_corners=False)[0].numpy()
+        np.testing.assert_allclose(filters.resize_bilinear(maps, (H, W)), ref, rtol=0, atol=1e-6)
+
+
+def window_mean_reference(maps, weights, pad_mode):
+    """Correlate each map with a 2-D `weights` window centred on the pixel, borders padded by numpy."""
+    r = weights.shape[0] // 2
+    padded = np.pad(maps.astype(np.float64), ((0, 0), (r, r), (r, r)), mode=pad_mode)
+    K, h, w = maps.shape
+    out = np.zeros((K, h, w))
+    for y in range(h):
+        for x in range(w):
+            out[:, y, x] = (padded[:, y:y + 2 * r + 1, x:x + 2 * r + 1] * weights).sum(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("size", [3, 15])
+def test_box_blend_matches_reference(size):
+    """Box of the official code with cv2's default border: mirror without repeating the edge pixel."""
+    maps = np.random.default_rng(2).random((2, 20, 25), dtype=np.float32)
+    box = window_mean_reference(maps, np.full((size, size), 1.0 / size**2), "reflect")
+    np.testing.assert_allclose(filters.box_blend(maps, size, 0.3), 0.3 * box + 0.7 * maps, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [3, 10])
+def test_mean_filter_matches_reference(size):
+    """Centred taps (half end taps for an even size), borders replicating the edge pixel."""
+    maps = np.random.default_rng(3).random((2, 18, 23), dtype=np.float32)
+    taps = filters.centred_box_weights(size)
+    ref = window_mean_reference(maps, np.outer(taps, taps), "edge")
+    np.testing.assert_allclose(filters.mean_filter(maps, size), ref, atol=1e-6)
+
+
+def majority_reference(labels, n_classes, size):
+    """Brute-force vote in the window clipped to the image; ties: own label, else the lowest class."""
+    H, W = labels.shape
+    r = size // 2
+    out = np.empty_like(labels)
+    for y in range(H):
+        for x in range(W):
+            win = labels[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1]
+            counts = np.bincount(win.ravel(), minlength=n_classes)
+            tied = np.flatnonzero(counts == counts.max())
+            out[y, x] = labels[y, x] if labels[y, x] in tied else tied[0]
+    return out
+
+
+@pytest.mark.parametrize("size", [3, 7])
+def test_majority_filter_matches_reference(size):
+    labels = np.random.default_rng(4).integers(0, 4, (16, 21))
+    np.testing.assert_array_equal(filters.majority_filter(labels, 4, size), majority_reference(labels, 4, size))
+
+
 # ---------------------------------------------------------------- query
 
 

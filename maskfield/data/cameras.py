@@ -1,11 +1,19 @@
-"""Camera maths in the one convention of `maskfield.data.scene` (OpenCV c2w, integer pixel centres)."""
+"""Camera maths in the one convention of `maskfield.data.scene` (OpenCV c2w, integer pixel centres).
+
+numpy only at import: every scene reader uses this module, and reading a scene for evaluation
+must not import torch; `camera_rays` (training) imports it when called.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from maskfield.errors import MaskfieldError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def intrinsics_from_hfov(width: int, height: int, hfov_deg: float) -> np.ndarray:
@@ -67,6 +75,8 @@ def camera_rays(K: np.ndarray, c2w: np.ndarray, width: int, height: int) -> tupl
         origins [H*W, 3] and directions [H*W, 3] (float32). Directions have z = 1 in the camera
         frame before rotation, so `origin + t * direction` is the point at z-depth t.
     """
+    import torch
+
     u, v = pixel_grid(width, height)
     x = (u - K[0, 2]) / K[0, 0]
     y = (v - K[1, 2]) / K[1, 1]

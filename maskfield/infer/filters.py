@@ -1,15 +1,47 @@
-"""Image-space helpers shared by the inference modes: resizing and smoothing of [K, h, w] maps."""
+"""Image-space helpers shared by the inference modes: resizing and smoothing of [K, h, w] maps.
+
+numpy/scipy only: `maskfield evaluate` and `maskfield table` never import torch, so re-scoring
+renders after a threshold change costs seconds, not a torch start-up per job.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy import ndimage
+
+
+def linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of 1-D linear resampling from n_in to n_out samples.
+
+    torch's `upsample_bilinear2d` (align_corners=False, no antialias), which this replaced:
+    source = (dst + 0.5) * scale - 0.5 with scale = n_in / n_out in float32, clamped at 0 below;
+    the upper neighbour is clamped to the last sample, so borders repeat the edge value. torch's
+    kernel rounds `scale * (dst + 0.5) - 0.5` once (a fused multiply-add); rounding twice moves a
+    source coordinate near 128 by up to one float32 step (8e-6), so it is computed in float64,
+    exact for every coordinate >= 0, and rounded once: torch's indices and weights bit for bit.
+
+    Returns:
+        (i0, i1, w0, w1): [n_out] int64 indices and [n_out] float32 weights, w0 + w1 = 1.
+    """
+    if n_in == n_out:  # torch copies in this case (no arithmetic)
+        i = np.arange(n_out, dtype=np.int64)
+        return i, i, np.ones(n_out, np.float32), np.zeros(n_out, np.float32)
+    scale = np.float32(n_in) / np.float32(n_out)
+    half_steps = np.arange(n_out, dtype=np.float32) + np.float32(0.5)
+    src = (np.float64(scale) * half_steps.astype(np.float64) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    w1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, np.float32(1.0) - w1, w1
 
 
 def resize_bilinear(maps: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     """Resize a stack of maps bilinearly (pixel-centre aligned, like cv2.resize / align_corners=False).
+
+    torch's F.interpolate(mode="bilinear", align_corners=False) in numpy, with the same taps and
+    weights (`linear_taps`): each source row is interpolated along the width, then pairs of rows
+    are blended. Only the rounding of the sums differs from torch's kernel (< 1e-6 on [0, 1] maps).
 
     Args:
         maps: [K, h, w] float.
@@ -23,8 +55,10 @@ def resize_bilinear(maps: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
         return maps
     if maps.shape[0] == 0:
         return np.zeros((0, H, W), np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(maps))[None]
-    return F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)[0].numpy()
+    r0, r1, a0, a1 = linear_taps(maps.shape[1], H)
+    c0, c1, b0, b1 = linear_taps(maps.shape[2], W)
+    rows = maps[:, :, c0] * b0 + maps[:, :, c1] * b1  # [K, h, W]: every source row along the width
+    return rows[:, r0] * a0[:, None] + rows[:, r1] * a1[:, None]
 
 
 def box_blend(maps: np.ndarray, size: int, blend: float) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Flags and helpers shared by the stage commands (scene selection, settings, devices)."""
+"""Flags and helpers shared by the stage commands (scene selection, settings, devices).
+
+torch is imported inside the helpers that need it: `evaluate` and `render-teacher` use this
+module for their scene flags only and must not pay torch's import (seconds per job).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,14 @@ import argparse
 import json
 import logging
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from maskfield.errors import MaskfieldError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("maskfield")
 
@@ -36,6 +43,8 @@ def scene_from_args(args: argparse.Namespace):
 
 def seed_everything(seed: int) -> None:
     """Same config and seed, same numbers on CPU."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -43,6 +52,8 @@ def seed_everything(seed: int) -> None:
 
 def pick_device(requested: str = "auto") -> torch.device:
     """`auto` is CUDA when present, else CPU; an explicit `cuda` without CUDA is an error."""
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():

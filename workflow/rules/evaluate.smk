@@ -55,7 +55,11 @@ rule evaluate:
         scene=get_scene_input,
         renders="results/renders/{dataset}/{scene}/{method}.h5",
         code=code(
-            "infer/segmentation.py", "infer/query.py", "evaluate/metrics.py", "stages/evaluate.py"
+            "infer/segmentation.py",
+            "infer/query.py",
+            "infer/filters.py",
+            "evaluate/metrics.py",
+            "stages/evaluate.py",
         ),
     output:
         "results/metrics/{dataset}/{scene}/{method}.csv",
