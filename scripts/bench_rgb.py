@@ -3,9 +3,12 @@
     .venv/bin/python scripts/bench_rgb.py [--layouts replica ovs3d lerf_mask] [--encodings voxel vm hash dense]
                                           [--settings JSON] [--threads 2]
 
-Per scene and encoding: test-view PSNR, mean absolute depth error (world units and % of the
-scene extent), the fraction of cache pixels whose expected-depth reprojection lands on the
-right instance in another training view, training seconds and geometry-cache seconds.
+Per scene and encoding: test-view PSNR, mean absolute error of the expected depth (world units and
+% of the GT depth range) and of the median-surface depth (the point `geometry surface: median`
+caches), the fraction of pixels whose median depth is within 3% of the range, mean opacity,
+the occupied fraction of the occupancy grid, the fraction of cache pixels whose depth
+reprojection lands on the right instance in the nearest training view, training seconds and
+geometry-cache seconds.
 Scenes come from `synthesize` + `load_scene` when the loader exists, else they are built in
 memory from the same procedural worlds (same seed).
 """
@@ -120,6 +123,25 @@ def extent(scene) -> float:
     return float(np.percentile(d, 99) - np.percentile(d, 1))
 
 
+@torch.no_grad()
+def median_depth_errors(tf, scene) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per GT-depth pixel of the test views: |median-surface depth - GT| (the point the mask field
+    is trained at with `surface: median`), and the ray's opacity."""
+    from maskfield.fields.geometry_cache import median_sample
+    from maskfield.fields.rendering import render_weights
+    from maskfield.fields.train_rgb import view_rays
+
+    errs, opacity = [], []
+    for v in scene.test_ids:
+        o, d = view_rays(scene.cameras, [int(v)])
+        w, _, smp = render_weights(tf.field, tf.space, tf.grid, o, d, tf.samples_per_ray)
+        t = torch.gather(smp.t, 1, median_sample(w)[:, None])[:, 0]
+        g = torch.from_numpy(scene.depth[v]).float().reshape(-1)
+        errs.append((t - g).abs()[g > 0])
+        opacity.append(w.sum(1)[g > 0])
+    return torch.cat(errs), torch.cat(opacity)
+
+
 def bench_one(scene, encoding: str, overrides: dict) -> dict:
     s = from_dict(TrainRGBSettings, {**overrides, "field": {**overrides.get("field", {}), "encoding": encoding}})
     torch.manual_seed(s.seed)
@@ -131,8 +153,14 @@ def bench_one(scene, encoding: str, overrides: dict) -> dict:
     row = {"scene": scene.layout, "encoding": encoding, "psnr": round(ev.psnr, 2), "train_s": round(tf.seconds, 1),
            "iterations": tf.iterations, "cache_s": round(cache_s, 1)}
     if ev.depth_mae is not None:
+        ext = extent(scene)
         row["depth_mae"] = round(ev.depth_mae, 4)
-        row["depth_mae_pct_extent"] = round(100 * ev.depth_mae / extent(scene), 2)
+        row["depth_mae_pct_extent"] = round(100 * ev.depth_mae / ext, 2)
+        med, opacity = median_depth_errors(tf, scene)
+        row["median_depth_mae_pct_extent"] = round(100 * med.mean().item() / ext, 2)
+        row["median_within_3pct"] = round((med < 0.03 * ext).float().mean().item(), 3)
+        row["opacity"] = round(opacity.mean().item(), 3)
+    row["occupied"] = round(tf.grid.occupied_fraction(), 3)
     agree = reprojection_agreement(scene, cache)
     if agree is not None:
         row["reproj_same_instance"] = round(agree, 4)

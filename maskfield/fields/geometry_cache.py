@@ -33,7 +33,8 @@ class GeometrySettings:
     surface: str = "weights"
     """"weights": the top-K samples with their compositing weights (official: the mask features are
     volume-rendered with the frozen weights). "median": one sample per pixel, at the point where
-    the ray's accumulated weight reaches half its total, with weight 1. A foggy field spreads its
+    the ray's accumulated weight reaches half its total (interpolated inside the sample's bin),
+    with weight 1. A foggy field spreads its
     weights along the ray, and compositing mask features with them blurs masks across depth; the
     median point is robust to that fog and 16x cheaper to train on (our choice; the issue note
     compares both)."""
@@ -52,6 +53,26 @@ def median_sample(w: torch.Tensor) -> torch.Tensor:
     return (cum < 0.5).sum(dim=1).clamp(max=w.shape[1] - 1)
 
 
+@torch.no_grad()
+def median_depth(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Ray parameter [R] where the accumulated weight of each ray reaches half its total, between
+    samples: sample i's weight is spread evenly over its bin (from the midpoint with the previous
+    sample to the midpoint with the next), so the crossing is found inside the bin rather than
+    snapped to the sample. Snapping quantises depth to the sample spacing (~19 cm in the linear
+    region of the synthetic 360 scene at 64 samples), which moves small objects' pixels off them.
+    """
+    idx = median_sample(w)[:, None]
+    total = w.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    before = (torch.cumsum(w, dim=1) - w).gather(1, idx)
+    wi = w.gather(1, idx)
+    mids = (t[:, 1:] + t[:, :-1]) / 2
+    lo_edge = torch.cat([t[:, :1] - (mids[:, :1] - t[:, :1]), mids], 1)  # first bin: mirrored half width
+    hi_edge = torch.cat([mids, t[:, -1:] + (t[:, -1:] - mids[:, -1:])], 1)
+    lo, hi = lo_edge.gather(1, idx), hi_edge.gather(1, idx)
+    frac = ((0.5 * total - before) / wi.clamp_min(1e-12)).clamp(0, 1)
+    return (lo + frac * (hi - lo))[:, 0]
+
+
 def view_geometry(tf: TrainedField, cameras, view: int, top_k: int, samples: int,
                   chunk: int, surface: str = "weights") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-K samples (or the median-depth sample) of every pixel of one view.
@@ -66,11 +87,14 @@ def view_geometry(tf: TrainedField, cameras, view: int, top_k: int, samples: int
         w, depth, smp = render_weights(tf.field, tf.space, tf.grid, o[i:i + chunk].to(dev), d[i:i + chunk].to(dev),
                                        samples)  # density only: colour is not cached
         if surface == "median":
-            idx = median_sample(w)[:, None]
+            t = median_depth(w, smp.t)
+            world = o[i:i + chunk].to(dev) + t[:, None] * d[i:i + chunk].to(dev)
+            pos.append(tf.space.normalise(world)[:, None, :].cpu())
             wts.append(torch.ones(len(w), 1))
-        else:
-            idx = w.topk(top_k, dim=1).indices.sort(dim=1).values  # ray order
-            wts.append(torch.gather(w, 1, idx).cpu())
+            dep.append(depth.cpu())
+            continue
+        idx = w.topk(top_k, dim=1).indices.sort(dim=1).values  # ray order
+        wts.append(torch.gather(w, 1, idx).cpu())
         pos.append(torch.gather(smp.positions, 1, idx[..., None].expand(-1, -1, 3)).cpu())
         dep.append(depth.cpu())
     return torch.cat(pos), torch.cat(wts), torch.cat(dep)

