@@ -36,7 +36,7 @@ def toy():
 
 def make_model(toy, seed=0, n_queries=16):
     torch.manual_seed(seed)
-    # the default tri-plane at toy size: the default 256^2 level is most of the step's cost here
+    # the default tri-plane at toy size: the default 128^2 level is most of the step's cost here
     ff = FeatureFieldSettings(plane_resolutions=[16, 32, 64], plane_features=8)
     return MaskField(NerfFeatureField(toy.cache, ff), QueryHeads(16, 8, HeadSettings(n_queries=n_queries)))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from maskfield.distill.matching import Matching
+from maskfield.distill.matching import Matching, neg_log_sigmoid
 
 
 @dataclass
@@ -46,13 +46,37 @@ class MaskLosses:
         return {k: float(getattr(self, k).detach()) for k in ("focal", "dice", "semantic", "extra")}
 
 
+class _NegLogSigmoid(torch.autograd.Function):
+    """-log sigmoid(x) by `neg_log_sigmoid` (vectorised exp/log) with its exact gradient.
+
+    Autograd through the clamp/abs form would take one-sided derivatives at x = 0 (-1, not -0.5);
+    the analytic backward, sigmoid(x) - 1, is right everywhere and costs one sigmoid.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return neg_log_sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * (x.sigmoid() - 1)
+
+
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Sigmoid focal loss per mask: [n, P] x [n, P] -> [n] (mean over pixels)."""
+    """Sigmoid focal loss per mask: [n, P] x [n, P] -> [n] (mean over pixels).
+
+    The cross-entropy is written as -log sigmoid(x) + (1 - t) x, with -log sigmoid from
+    `_NegLogSigmoid` rather than `binary_cross_entropy_with_logits`, whose log-sigmoid is a
+    scalar loop on CPU: ~1.2 ms less per ~50 ms training step at 35 x 4800; same value to ~1e-7.
+    """
     prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    ce = _NegLogSigmoid.apply(logits) + (1 - targets) * logits
     p_t = prob * targets + (1 - prob) * (1 - targets)
     a_t = alpha * targets + (1 - alpha) * (1 - targets)
-    return (a_t * (1 - p_t) ** gamma * ce).mean(1)
+    pw = (1 - p_t).square() if gamma == 2 else (1 - p_t) ** gamma
+    return (a_t * pw * ce).mean(1)
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -110,11 +134,28 @@ def pixel_criterion(logits: torch.Tensor, targets: torch.Tensor, matched_semanti
         matched_semantics, embeddings, matching: as in `criterion`.
         extra_pixels: optional [p] pixel columns on which the extra loss (a mean) is estimated.
     """
-    s = s or LossSettings()
     pi = matching.pred_idx.to(logits.device)
-    unmatched = logits[matching.unmatched(logits.shape[0]).to(logits.device)]
-    extra = extra_loss(unmatched if extra_pixels is None else unmatched[:, extra_pixels.to(logits.device)])
-    return _losses(logits[pi], targets, matched_semantics, embeddings, matching, extra, s)
+    at_extra = logits if extra_pixels is None else logits[:, extra_pixels.to(logits.device)]
+    return factored_criterion(logits[pi], at_extra, targets, matched_semantics, embeddings, matching, s)
+
+
+def factored_criterion(matched_logits: torch.Tensor, extra_logits: torch.Tensor, targets: torch.Tensor,
+                       matched_semantics: torch.Tensor, embeddings: torch.Tensor, matching: Matching,
+                       s: LossSettings | None = None) -> MaskLosses:
+    """`pixel_criterion` from the two logit blocks it reads, so the caller need not form [N, P].
+
+    The losses only read the matched rows at every pixel and all rows at the extra-loss pixels;
+    the trainer computes just those (Q[matched] F^T and Q F[sub]^T): the full [N_K, P] logits,
+    their row/column gathers and the scatters of their backward were ~6 ms of a ~50 ms CPU step.
+
+    Args:
+        matched_logits: [n, P] logits of `matching.pred_idx` (in that order) at all P pixels.
+        extra_logits: [N, p] logits of every prediction at the pixels of the extra loss.
+        targets, matched_semantics, embeddings, matching: as in `pixel_criterion`.
+    """
+    s = s or LossSettings()
+    extra = extra_loss(extra_logits[matching.unmatched(extra_logits.shape[0]).to(extra_logits.device)])
+    return _losses(matched_logits, targets, matched_semantics, embeddings, matching, extra, s)
 
 
 def _losses(matched_logits: torch.Tensor, targets: torch.Tensor, matched_semantics: torch.Tensor,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from maskfield.distill.losses import LossSettings, criterion, pixel_criterion
+from maskfield.distill.losses import LossSettings, criterion, factored_criterion
 from maskfield.distill.mask_field import MaskField
 from maskfield.distill.matching import MatcherSettings, match
 
@@ -116,19 +116,29 @@ def cache_targets(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 def _step_render(model: MaskField, vt: ViewTargets, pixels, shape, matcher: MatcherSettings, loss: LossSettings,
                  sub: torch.Tensor | None = None):
+    """`pixel_criterion` of the view, without forming the [N_K, n] logits of every pixel.
+
+    Matching and the extra loss read all N_K queries at the `sub` pixels only, focal/dice the
+    matched queries at all n pixels: the logits are computed as those two blocks, Q F[sub]^T
+    and Q[matched] F^T (the same dot products as (Q F^T)[:, sub] and (Q F^T)[matched]).
+    """
     if vt.soft is None:
         vt.soft = cache_targets(vt.masks, model.backend.view_shape(vt.view))
-    logits = model.heads.queries() @ model.backend.render(vt.view, pixels).T  # [N_K, n]
+    feats = model.backend.render(vt.view, pixels)  # [n, D_m]
+    queries = model.heads.queries()  # [N_K, D_m]
     targets = vt.soft if pixels is None else vt.soft[:, pixels.to(vt.soft.device)]  # [M, n]
+    if sub is None:
+        sub_logits, sub_targets = queries @ feats.T, targets  # [N_K, n]
+    else:  # the N_K x M cost needs no full resolution; N_K x n is most of a step's elementwise work
+        sub = sub.to(feats.device)
+        sub_logits, sub_targets = queries @ feats[sub].T, targets[:, sub]  # [N_K, n_sub]
     with torch.no_grad():
         semantics = model.heads.semantics()
-    if sub is None:
-        m = match(logits, targets, semantics, vt.embeddings, matcher)
-    else:  # the N_K x M cost needs no full resolution; N_K x n is most of a step's elementwise work
-        sub = sub.to(logits.device)
-        m = match(logits[:, sub], targets[:, sub], semantics, vt.embeddings, matcher)
-    matched_sem = model.heads.semantics(m.pred_idx.to(logits.device))
-    return pixel_criterion(logits, targets, matched_sem, vt.embeddings, m, loss, extra_pixels=sub), len(m)
+    m = match(sub_logits.detach(), sub_targets, semantics, vt.embeddings, matcher)
+    pi = m.pred_idx.to(feats.device)
+    matched_logits = sub_logits[pi] if sub is None else queries[pi] @ feats.T  # [n_matched, n]
+    losses = factored_criterion(matched_logits, sub_logits, targets, model.heads.semantics(pi), vt.embeddings, m, loss)
+    return losses, len(m)
 
 
 def _step_mask(model: MaskField, vt: ViewTargets, pixels, shape, matcher: MatcherSettings, loss: LossSettings,

@@ -42,8 +42,13 @@ class FeatureFieldSettings:
     "hashgrid", "tensorvm" or "dense"."""
     n_octaves: int = 6
     """Octaves of the frequency encoding (official 6)."""
-    plane_resolutions: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
-    """Tri-plane: resolution of each level's planes."""
+    plane_resolutions: list[int] = field(default_factory=lambda: [32, 64, 128])
+    """Tri-plane: resolution of each level's planes. Three levels up to 128: a 256 level (3 x 16
+    x 256^2, 4x the rest of the grid together) cost ~30% of a CPU training step (its
+    grid_sample backward, gradient and Adam state) and moved held-out quality on the synthetic
+    scenes by less than the seed-to-seed spread (~0.03): exact geometry, 1000 steps, best-query
+    IoU averaged over seeds 0-2, [32, 64, 128] vs [32, 64, 128, 256]: room 0.875 vs 0.882, desk
+    0.907 vs 0.914 (seed 0 only), table360 0.928 vs 0.934."""
     plane_features: int = 16
     """Tri-plane: features per level (encoding size = levels * this)."""
     jitter: float = 0.01

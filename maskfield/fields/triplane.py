@@ -21,18 +21,27 @@ from torch import nn
 _PLANE_AXES = ((0, 1), (0, 2), (1, 2))
 
 
-def _triplane_level(x: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
+def plane_coords(x: torch.Tensor) -> torch.Tensor:
+    """[N, 3] in [-1, 1]^3 -> [3, N, 1, 2] grid_sample coordinates of the three planes.
+
+    Normalised (align_corners) coordinates do not depend on the resolution: one tensor serves
+    every level.
+    """
+    return torch.stack([x[:, list(ax)] for ax in _PLANE_AXES])[:, :, None, :]
+
+
+def _triplane_level(coords: torch.Tensor, planes: torch.Tensor) -> torch.Tensor:
     """Product over the three planes of one level.
 
     Args:
-        x: [N, 3] in [-1, 1]^3.
+        coords: [3, N, 1, 2] from `plane_coords`.
         planes: [3, C, R, R]; plane a spans axes _PLANE_AXES[a] (grid_sample's (x, y) = (W, H)).
     Returns:
-        [N, C].
+        [C, N] (channels first, as grid_sample returns them; the caller transposes once).
     """
-    coords = torch.stack([x[:, list(ax)] for ax in _PLANE_AXES])[:, :, None, :]  # [3, N, 1, 2]
     f = F.grid_sample(planes, coords, mode="bilinear", padding_mode="border", align_corners=True)  # [3, C, N, 1]
-    return (f[0] * f[1] * f[2])[..., 0].T
+    a, b, c = f[..., 0].unbind(0)  # unbind: its backward stacks the three grads (indexing would zero-fill and add)
+    return a * b * c
 
 
 class TriPlane(nn.Module):
@@ -47,6 +56,7 @@ class TriPlane(nn.Module):
         self.out_dim = len(resolutions) * features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, 3] in [-1, 1]^3 -> [N, levels * features]."""
+        """x [N, 3] in [-1, 1]^3 -> [N, levels * features] (a transposed view; Linear takes it as is)."""
         assert x.ndim == 2 and x.shape[1] == 3, x.shape
-        return torch.cat([_triplane_level(x, p) for p in self.planes], dim=1)
+        coords = plane_coords(x)
+        return torch.cat([_triplane_level(coords, p) for p in self.planes], dim=0).T
