@@ -1,15 +1,15 @@
 """Benchmark the NeRF-backend mask field on the synthetic scenes with the simulated teacher (CPU).
 
-    .venv/bin/python scripts/bench_maskfield.py [--layouts replica ovs3d lerf_mask] [--geometry exact|rgb]
+    .venv/bin/python scripts/bench_maskfield.py [--layouts replica ovs3d lerf_mask]
                                                 [--settings JSON] [--threads 1] [--downscale 2]
 
 Per scene: train-mask seconds and it/s at the given settings (default: the stage defaults), and
 on the held-out test views, for every ground-truth object, the IoU of the best-matching query
 mask (probability > 0.5), averaged over objects and views (target >= 0.85).
 
-Geometry: `rgb` runs `maskfield train-rgb` + `maskfield geometry` (needs maskfield.stages.rgb);
-`exact` builds the cache from the synthetic ground-truth depth (one sample of weight 1 per
-pixel at the surface), which measures the mask field alone on perfect geometry.
+Geometry comes from the synthetic ground-truth depth (one sample of weight 1 per pixel at the
+surface), which measures the mask field alone on perfect geometry. The pipeline's own NeRF
+geometry is measured by running the workflow (`make demo`) and scoring its renders.
 """
 
 from __future__ import annotations
