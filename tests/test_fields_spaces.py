@@ -37,12 +37,17 @@ def test_ndc_maps_image_to_a_centred_square_and_near_to_minus_one():
         assert n[0, 2].item() == pytest.approx(1 - 2 * space.near / z, abs=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["bounded", "forward", "unbounded"])
-def test_rays_meet_the_surface_at_gt_depth(kind):
+@pytest.mark.parametrize("kind,contract_radius", [("bounded", 1.0), ("forward", 1.0), ("unbounded", 1.0), ("unbounded", 0.5)])
+def test_rays_meet_the_surface_at_gt_depth(kind, contract_radius):
     """Per regime: GT depth lies in each ray's sampled interval, inside the box; and a density
-    step placed at the GT surface composites to the GT depth."""
+    step placed at the GT surface composites to the GT depth (also with the cameras outside the
+    linear cube of a 360 scene)."""
     scene = plane_scene(kind)
-    space = scene_space(scene)
+    space = scene_space(scene, contract_radius=contract_radius)
+    if kind == "unbounded":
+        cams = torch.tensor(scene.cameras.c2w[:, :3, 3], dtype=torch.float32)
+        edge = space.normalise(cams).abs().amax(-1).max().item()  # the farthest camera
+        assert edge == pytest.approx(0.5 if contract_radius == 1.0 else (2 - contract_radius) / 2, abs=1e-4)
     o, d = camera_rays(scene.cameras.K[0], scene.cameras.c2w[0], scene.width, scene.height)
     gt = torch.from_numpy(scene.depth[0]).reshape(-1)
     r = ray_ranges(space, o, d)

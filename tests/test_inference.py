@@ -27,7 +27,7 @@ def column_blocks(H, W, n):
 # ---------------------------------------------------------------- segmentation
 
 
-@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("variant", ["paper", "official", "classify"])
 def test_three_queries_give_exact_label_map(variant):
     probs = column_blocks(20, 30, 3)
     sem = np.eye(3, 4, dtype=np.float32)  # distinct unit semantics
@@ -37,7 +37,7 @@ def test_three_queries_give_exact_label_map(variant):
     np.testing.assert_array_equal(labels, expected)
 
 
-@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("variant", ["paper", "official", "classify"])
 def test_upsampling_to_gt_resolution(variant):
     probs = column_blocks(10, 15, 3)  # render resolution: half the GT
     sem = np.eye(3, 4, dtype=np.float32)
@@ -62,6 +62,20 @@ def test_nms_removes_duplicates_in_paper_variant():
     # Without NMS (official variant) the two duplicates outvote q0 on the left block.
     labels = segment(probs, sem, text, (10, 20), SegmentationSettings(variant="official"))
     assert (labels == 1).all()
+
+
+def test_classify_variant_ignores_a_class_no_query_is_about():
+    # q0 (left) is about class A, q1 (right) about B, q2 (faint on the right, p 0.3) about A;
+    # class C's text is far from all of them, least far from q1. Min-max across queries gives q1
+    # full weight for C as well as for B, q2 tips the right block to C in the paper variant;
+    # classifying each query keeps it B.
+    left, right = column_blocks(10, 20, 2)
+    probs = np.stack([left, right, 0.3 * right])
+    sem = np.stack([unit(1, 0, 0), unit(0, 1, 0.1), unit(0.5, 0, 0.1)])
+    text = np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(-0.5, 0, 1)])
+    labels = segment(probs, sem, text, (10, 20), SegmentationSettings(variant="classify"))
+    assert (labels[:, :10] == 0).all() and (labels[:, 10:] == 1).all()
+    assert (segment(probs, sem, text, (10, 20), SegmentationSettings(variant="paper"))[:, 10:] == 2).all()
 
 
 def test_nms_iou_threshold_honoured():

@@ -62,9 +62,13 @@ class FieldConfig:
     dense_resolution: int = 96
     dense_features: int = 8
     geo_dim: int = 15
-    voxel_resolution: int = 64
-    """"voxel": cells per axis of the density grid."""
-    voxel_colour_resolution: int = 64
+    voxel_resolution: int = 96
+    """"voxel": cells per axis of the density grid. Measured through the whole pipeline on the
+    synthetic scenes (best-query IoU of the mask field on held-out views, 64 -> 96): room 0.775 ->
+    0.79-0.81, table360 0.811 -> 0.845, desk 0.876 -> 0.872, test PSNR +2.2 to +2.4 dB, for
+    ~45% more RGB training time (50 -> 72 s on one thread). 128 gave no further gain on the room
+    (0.800) at 122 s."""
+    voxel_colour_resolution: int = 96
     """"voxel": cells per axis of the colour-feature grid."""
     voxel_colour_features: int = 3
     """"voxel": channels of the colour grid (3: read as RGB logits, no MLP)."""
@@ -171,6 +175,25 @@ class RadianceField(nn.Module):
         g = F.max_pool3d(g, 3, stride=1, padding=1)
         out = F.adaptive_max_pool3d(g, resolution) if R >= resolution else F.interpolate(g, size=(resolution,) * 3, mode="nearest")
         return out[0, 0].permute(2, 1, 0).contiguous()  # grid_sample's (x, y, z) = (W, H, D) -> [x, y, z]
+
+    @torch.no_grad()
+    def add_total_variation_grad(self, weight: float) -> None:
+        """"voxel" only: add weight * d(total_variation)/d(grid) to the grids' .grad in place.
+
+        The same gradient autograd gives for `weight * total_variation()`, without building the
+        graph: at 96^3 autograd's TV (two full-grid temporaries per axis, forward and backward)
+        took 50 ms of a ~95 ms CPU step, this 8 ms."""
+        if self.cfg.encoding != "voxel":
+            raise MaskfieldError("the analytic TV gradient needs the 'voxel' encoding.")
+        for g in (self.density_grid, self.colour_grid.grid):
+            if g.grad is None:
+                g.grad = torch.zeros_like(g)
+            for d in (2, 3, 4):
+                diff = g.diff(dim=d)
+                diff.mul_(2 * weight / diff.numel())  # d/dg of mean(diff^2)
+                n = g.shape[d]
+                g.grad.narrow(d, 1, n - 1).add_(diff)
+                g.grad.narrow(d, 0, n - 1).sub_(diff)
 
     def total_variation(self) -> torch.Tensor:
         """TV of the grids (0 for the hash grid, whose collisions make TV meaningless)."""

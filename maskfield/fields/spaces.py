@@ -5,9 +5,9 @@
   (fx' x / z, fy' y / z, 1 - 2 n / z) with fx' = 0.75 * 2 fx / W, so the reference image spans
   x, y in [-0.75, 0.75] (the margin holds what the other cameras see) and depths [n, inf) span
   z in [-1, 1). Rays are sampled uniformly in disparity, i.e. uniformly in NDC z.
-- unbounded (360): centre and scale the scene so the cameras lie in the unit cube, then apply the
-  mip-NeRF 360 contraction with the L-inf norm (x if |x| <= 1 else (2 - 1/|x|) x/|x|, a cube of
-  radius 2) and scale by 1/2.
+- unbounded (360): centre the scene and scale it so that a cube of `contract_radius` times the
+  cameras' L-inf radius becomes the unit cube, then apply the mip-NeRF 360 contraction with the
+  L-inf norm (x if |x| <= 1 else (2 - 1/|x|) x/|x|, a cube of radius 2) and scale by 1/2.
 
 A `Space` is a small JSON-able record stored in checkpoints; `ray_ranges` gives each ray's
 sampling interval in the ray parameter t (z-depth, since directions have camera-frame z = 1).
@@ -96,8 +96,12 @@ def _near_far(scene) -> tuple[float, float]:
     return near, far
 
 
-def scene_space(scene, margin: float = 0.1) -> Space:
-    """The Space of a Scene, from its `scene_type`, `aabb`, `near_far` and cameras."""
+def scene_space(scene, margin: float = 0.1, contract_radius: float = 1.0) -> Space:
+    """The Space of a Scene, from its `scene_type`, `aabb`, `near_far` and cameras.
+
+    margin: bounded scenes, the box grows by this fraction of its size on each side.
+    contract_radius: unbounded scenes, the linear (uncontracted) cube's half side as a fraction of
+    the cameras' L-inf distance from the centre (1: the cameras sit on its boundary)."""
     if scene.scene_type not in REGIMES:
         raise MaskfieldError(f"scene {scene.name} has scene_type {scene.scene_type!r}; expected one of {REGIMES}.")
     cams = scene.cameras.c2w[:, :3, 3]
@@ -112,7 +116,7 @@ def scene_space(scene, margin: float = 0.1) -> Space:
         near = scene.near_far[0] * 0.5 if scene.near_far else 1e-3 * float((hi - lo).max())
         return Space("box", center=((lo + hi) / 2).tolist(), axis_scale=(2 / (hi - lo)).tolist(), near=near)
     if scene.scene_type == "unbounded":
-        return _contract_space(scene, cams)
+        return _contract_space(scene, cams, contract_radius)
     near, far = _near_far(scene)
     ref = mean_pose(scene.cameras.c2w)
     K = scene.cameras.K.mean(0)
@@ -121,15 +125,17 @@ def scene_space(scene, margin: float = 0.1) -> Space:
     return Space("ndc", near=0.8 * near, far=1.5 * far, ref_w2c=np.linalg.inv(ref).tolist(), ndc_focal=focal)
 
 
-def _contract_space(scene, cams: np.ndarray) -> Space:
-    """360 scenes: cameras in the unit cube around the content; near/far optional (contraction
-    reaches infinity, so the default far is 1000 cube radii)."""
+def _contract_space(scene, cams: np.ndarray, contract_radius: float = 1.0) -> Space:
+    """360 scenes: the linear cube is `contract_radius` x the cameras' radius around the content;
+    near/far optional (contraction reaches infinity, so the default far is 1000 camera radii)."""
+    if not contract_radius > 0:
+        raise MaskfieldError(f"contract_radius must be > 0, got {contract_radius}.")
     center = np.asarray(scene.aabb, dtype=np.float64).mean(0) if scene.aabb is not None else cams.mean(0)
     radius = float(np.abs(cams - center).max())
     if radius <= 0:
         raise MaskfieldError(f"scene {scene.name}: all cameras sit at one point; a 360 scene needs cameras around it.")
     near, far = _near_far(scene) if scene.near_far is not None else (0.02 * radius, 1000.0 * radius)
-    return Space("contract", center=center.tolist(), scale=1.0 / radius, near=0.5 * near, far=4.0 * far)
+    return Space("contract", center=center.tolist(), scale=1.0 / (contract_radius * radius), near=0.5 * near, far=4.0 * far)
 
 
 def box_intersect(o: torch.Tensor, d: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,11 +1,12 @@
 """Fit a radiance field to one scene's training views (photometric loss), and evaluate it.
 
 Recipe for CPU (measured, see scripts/bench_rgb.py): a DVGO-style dense density grid and a
-direct RGB grid (no MLP), coarse to fine (16^3 -> 32^3 -> 64^3 at 1/4 and 1/2 of the run), low initial
+direct RGB grid (no MLP), coarse to fine (24^3 -> 48^3 -> 96^3 at 1/4 and 1/2 of the run), low initial
 density, 2048 random rays per step from all training views, stratified samples, an occupancy grid
 refreshed every few steps from the exact per-cell density bound so that only samples in occupied
 cells are evaluated, Adam (lr 0.4 for density, 0.1 for colour), exponential decay to 1/10, MSE
-plus total variation plus the mip-NeRF 360 distortion loss and an opacity-entropy term.
+plus total variation (its gradient added analytically for the voxel grids) plus the mip-NeRF
+360 distortion loss and an opacity-entropy term.
 The TensoRF-VM field ("vm") stays selectable (slower on CPU: ~0.5 s/step).
 """
 
@@ -84,6 +85,12 @@ class TrainRGBSettings:
     ignore it (a log line says so)."""
     background: float = 0.0
     """Colour of rays that pass through everything (0 black, 1 white)."""
+    contract_radius: float = 0.7
+    """360 scenes: half side of the uncontracted cube, as a fraction of the cameras' distance from
+    the centre (`scene_space`). With 1 (the cameras on its boundary) the objects the cameras look
+    at fill a small part of the grid; measured on the synthetic 360 scene (96^3, held-out
+    best-query IoU / query mIoU, mask seeds 0 and 1): 1.0 0.855, 0.859 / 76.6, 73.8; 0.7 0.872,
+    0.863 / 78.1, 80.3; 0.5 0.856, 0.852 / 82.6, 78.0."""
     field: FieldConfig = field(default_factory=FieldConfig)
     """Architecture of the radiance field."""
     eval_chunk: int = 8192
@@ -182,7 +189,7 @@ def psnr(mse: float) -> float:
 def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
     """Fit a radiance field to the training views of `scene` (deterministic on CPU for a seed)."""
     check_scene(scene)
-    space = scene_space(scene)
+    space = scene_space(scene, contract_radius=s.contract_radius)
     o, d = view_rays(scene.cameras, scene.train_ids)
     check_coverage(space, o, d, scene.name)
     rgb = torch.from_numpy(scene.images[scene.train_ids].reshape(-1, 3)).float() / 255.0
@@ -214,7 +221,8 @@ def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
                           background=s.background, prune_eps=0.0 if warm else s.prune_eps)
         mse = (out.rgb - rgb[idx].to(device)).square().mean()
         loss = mse
-        if s.tv_weight > 0:
+        analytic_tv = s.tv_weight > 0 and field_.cfg.encoding == "voxel"  # gradient added after backward
+        if s.tv_weight > 0 and not analytic_tv:
             loss = loss + s.tv_weight * field_.total_variation()
         if s.distortion_weight > 0:
             loss = loss + s.distortion_weight * distortion_loss(out.weights, out.samples.u)
@@ -225,6 +233,9 @@ def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:  # False only when every sample of the batch was culled
             loss.backward()
+        if analytic_tv:
+            field_.add_total_variation_grad(s.tv_weight)
+        if loss.requires_grad or analytic_tv:
             opt.step()
         sched.step()
         if step % 50 == 0 or step == s.iterations - 1:
