@@ -58,8 +58,8 @@ class ReplicaSettings:
     """The scene box spans these low/high percentiles of the depth points. 0 (min/max): Replica's
     depth is rendered from the mesh, so it has no outliers to clip, while the room's enclosing
     surfaces are exactly its extreme points. With 1 the ceiling (under 1% of the points when the
-    cameras look down) fell outside the box even after its 10% margin on the synthetic room, and
-    the field could not represent it (ceiling IoU 0, depth error there ~0.4 m)."""
+    cameras look down) fell outside the box even after its 10% margin on the synthetic room, where
+    the field cannot represent it."""
 
     def __post_init__(self) -> None:
         if self.n_frames < 0 or self.test_stride < 1:

@@ -200,6 +200,7 @@ def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
     opt, sched = make_optimizer(field_, s)
     gen = torch.Generator().manual_seed(s.seed)
     sigma_thr = -math.log(1 - s.occupancy_alpha) / (2.0 / s.samples_per_ray)
+    analytic_tv = s.tv_weight > 0 and s.field.encoding == "voxel"  # TV gradient added after backward
     history, start, step = [], time.perf_counter(), 0
     bar = tqdm(range(s.iterations), desc=f"train-rgb {scene.name}", disable=not s.progress, mininterval=2.0)
     def refresh(decay: float = 0.9) -> None:
@@ -221,7 +222,6 @@ def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
                           background=s.background, prune_eps=0.0 if warm else s.prune_eps)
         mse = (out.rgb - rgb[idx].to(device)).square().mean()
         loss = mse
-        analytic_tv = s.tv_weight > 0 and field_.cfg.encoding == "voxel"  # gradient added after backward
         if s.tv_weight > 0 and not analytic_tv:
             loss = loss + s.tv_weight * field_.total_variation()
         if s.distortion_weight > 0:

@@ -1,6 +1,6 @@
 """Open-vocabulary segmentation: per-query masks + per-query semantics + class texts -> label map.
 
-Two variants, chosen by `SegmentationSettings.variant`:
+Three variants, chosen by `SegmentationSettings.variant`:
 
 - "paper" (paper §3 Inference, Eq. 5): relevance p = cos(text, S) per (query, class),
   normalised across queries (min-max per class, the normalisation the official code uses),
