@@ -345,3 +345,67 @@ def test_mean_filter_scales_with_the_evaluation_width():
     assert filter_size(QuerySettings(), 160) == 10  # absolute by default (paper)
     scaled = QuerySettings(mean_filter_reference_width=1000)
     assert filter_size(scaled, 1000) == 10 and filter_size(scaled, 160) == 2 and filter_size(scaled, 40) == 1
+
+
+def test_consensus_averages_duplicates_and_unites_parts():
+    """Three kept maps: two duplicates of one box whose boundary errors differ (one a column too
+    wide on the left, one on the right) and a separate part. The paper's union is fattened by
+    both errors; consensus averages the duplicates (the extra columns fall to 0.5 and are cut)
+    and still joins the separate part."""
+    H, W = 10, 30
+    probs = np.zeros((3, H, W), np.float32)
+    probs[0, 2:8, 4:11] = 0.9  # box columns 5..10, one column too many on the left
+    probs[1, 2:8, 5:12] = 0.9  # one column too many on the right
+    probs[2, 2:8, 20:25] = 0.9  # a separate part, no overlap
+    sem = np.tile(np.eye(4, dtype=np.float32)[0], (3, 1))  # all three relevant alike
+    text, canonical = np.eye(4, dtype=np.float32)[0], np.eye(4, dtype=np.float32)[1:]
+    box = np.zeros((H, W), bool)
+    box[2:8, 5:11] = True
+    box[2:8, 20:25] = True
+    union = query_mask(probs, sem, text, canonical, (H, W), QuerySettings(mean_filter_size=1))
+    assert sorted(union.kept) == [0, 1, 2]
+    assert union.mask.sum() == box.sum() + 2 * 6  # both error columns
+    cons = query_mask(probs, sem, text, canonical, (H, W), QuerySettings(mean_filter_size=1, combine="consensus"))
+    np.testing.assert_array_equal(cons.mask, box)
+    # IoU of the two duplicates is 36 / 48 = 0.75: below a 0.8 threshold they are two regions.
+    far = query_mask(probs, sem, text, canonical, (H, W),
+                     QuerySettings(mean_filter_size=1, combine="consensus", duplicate_iou=0.8))
+    np.testing.assert_array_equal(far.mask, union.mask)
+
+
+def test_duplicate_groups_are_transitive():
+    from maskfield.infer.query import duplicate_groups
+    maps = np.zeros((4, 1, 10), np.float32)
+    maps[0, 0, 0:4] = maps[1, 0, 1:5] = maps[2, 0, 2:6] = 1.0  # 0~1 and 1~2 (IoU 0.6), 0~2 only 0.33
+    maps[3, 0, 8:10] = 1.0
+    labels = duplicate_groups(maps, 0.5)
+    assert labels[0] == labels[1] == labels[2] != labels[3]
+    with pytest.raises(ValueError, match="combine"):
+        QuerySettings(combine="mean")
+
+
+def test_logit_space_drops_a_saturated_partial_match():
+    """Unit embeddings in 4-D: the text is e0; a "blue book" negative shares a direction with it,
+    "object" is e3. q0 is the object (cosine 1 to the text), q1 a partial match (cosine 0.64, its
+    mask elsewhere), q2 unrelated. Logits 10 * min_c (cos_t - cos_c): 5, 3.2, -10. At T = 10 the
+    sigmoid saturates: normalised relevances 1, 0.968, 0, so the paper's 0.9 threshold keeps q1.
+    On the logit it is (3.2 + 10) / 15 = 0.88 of the range and the same threshold drops it."""
+    from maskfield.infer.query import lerf_relevance_logit
+    e = np.eye(4, dtype=np.float32)
+    text = e[0]
+    canonical = np.stack([0.5 * e[0] + np.sqrt(0.75) * e[1], e[3]])
+    sem = np.stack([e[0], 0.64 * e[0] + np.sqrt(1 - 0.64 ** 2) * e[2], -e[0]])
+    probs = np.zeros((3, 4, 8), np.float32)
+    probs[0, :, :3] = probs[1, :, 5:] = probs[2, :, 3:5] = 0.9
+    logit = lerf_relevance_logit(sem, text, canonical)
+    np.testing.assert_allclose(logit, [5.0, 3.2, -10.0], atol=1e-5)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logit)), lerf_relevance(sem, text, canonical), rtol=1e-6)
+    paper = query_mask(probs, sem, text, canonical, (4, 8), QuerySettings(mean_filter_size=1))
+    assert sorted(paper.kept) == [0, 1]
+    ours = query_mask(probs, sem, text, canonical, (4, 8), QuerySettings(mean_filter_size=1, relevance_space="logit"))
+    assert list(ours.kept) == [0]
+    expected = np.zeros((4, 8), bool)
+    expected[:, :3] = True
+    np.testing.assert_array_equal(ours.mask, expected)
+    with pytest.raises(ValueError, match="normalize_relevance"):
+        QuerySettings(relevance_space="logit", normalize_relevance=False)

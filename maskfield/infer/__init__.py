@@ -3,7 +3,7 @@
 Pure functions on arrays; text features come in as arrays (the stage encodes the prompts).
 """
 
-from maskfield.infer.query import CANONICAL_PHRASES, QueryPrediction, QuerySettings, lerf_relevance, query_mask
+from maskfield.infer.query import CANONICAL_PHRASES, QueryPrediction, QuerySettings, lerf_relevance, lerf_relevance_logit, query_mask
 from maskfield.infer.segmentation import SegmentationSettings, segment, segment_official, segment_paper
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "QuerySettings",
     "SegmentationSettings",
     "lerf_relevance",
+    "lerf_relevance_logit",
     "query_mask",
     "segment",
     "segment_official",
