@@ -59,7 +59,11 @@ def wait_for_partial(proc: subprocess.Popen, folder: Path, timeout: float = 60.0
 def test_killed_stage_leaves_no_output_and_rerun_completes(tmp_path, sig):
     out = tmp_path / "room"
     cmd = [str(BIN / "maskfield"), "synthesize", "--layout", "replica", "--out", str(out), "--settings", slow_synth()]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # A shell starts background jobs with SIGINT ignored and Python keeps an inherited SIG_IGN, so
+    # under `make test &` Ctrl-C would never reach the stage; give the child the default handling
+    # a terminal's foreground job has.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_partial(proc, tmp_path)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
