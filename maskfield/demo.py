@@ -11,18 +11,25 @@ from pathlib import Path
 TARGET = "results/tables/synthetic.csv"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def workflow_command(target: str, cores: int, extra: list[str] | tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """The snakemake command line for `target` from this venv, and the environment to run it in
+    (the venv's bin first on PATH, so the rules' `maskfield` is this one)."""
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    cores = str(os.cpu_count() or 1)
-    cmd = [str(bin_dir / "snakemake"), "--cores", cores, "--scheduler", "greedy", TARGET, *argv]
+    cmd = [str(bin_dir / "snakemake"), "--cores", str(cores), "--scheduler", "greedy", target, *extra]
     import torch
 
     if not torch.cuda.is_available():
         # The local profile caps gpu-declared rules to one at a time (one card); on a CPU-only
         # machine those rules are single-threaded CPU jobs, so let one run per core.
         cmd += ["--resources", f"gpu={cores}"]
+    return cmd, env
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cores = os.cpu_count() or 1
+    cmd, env = workflow_command(TARGET, cores, argv)
     print("running:", " ".join(cmd), flush=True)
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env)

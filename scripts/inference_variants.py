@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+
+from maskfield.demo import workflow_command
 
 # name -> override merged into config["inference"] (snakemake merges nested --config dicts).
 VARIANTS: dict[str, dict] = {
@@ -35,10 +36,8 @@ VARIANTS: dict[str, dict] = {
 
 
 def run_workflow(target: str, override: dict | None, cores: int) -> None:
-    cmd = [str(Path(sys.executable).parent / "snakemake"), target, "--cores", str(cores), "--resources", f"gpu={cores}", "--quiet"]
-    if override:
-        cmd += ["--config", f"inference={json.dumps(override)}"]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    extra = ["--quiet"] + (["--config", f"inference={json.dumps(override)}"] if override else [])
+    cmd, env = workflow_command(target, cores, extra)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"snakemake failed for override {override}:\n{done.stderr[-3000:]}")

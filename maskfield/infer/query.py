@@ -27,7 +27,7 @@ import numpy as np
 from scipy.sparse.csgraph import connected_components
 
 from maskfield.infer.filters import mean_filter, resize_bilinear
-from maskfield.infer.segmentation import cosine_relevance, minmax_across_queries
+from maskfield.infer.segmentation import cosine_relevance, mask_iou_matrix, minmax_across_queries
 
 CANONICAL_PHRASES = ("object", "things", "stuff", "texture")
 COMBINE_MODES = ("union", "consensus")
@@ -158,11 +158,7 @@ def duplicate_groups(maps: np.ndarray, min_iou: float) -> np.ndarray:
     Args:
         maps: [K, H, W] probabilities; a map's mask is where it exceeds 0.5.
     """
-    masks = (maps > 0.5).reshape(len(maps), -1).astype(np.float32)
-    inter = masks @ masks.T
-    area = masks.sum(axis=1)
-    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1.0)
-    _, labels = connected_components(iou >= min_iou, directed=False)
+    _, labels = connected_components(mask_iou_matrix(maps, 0.5) >= min_iou, directed=False)
     return labels
 
 

@@ -89,6 +89,17 @@ def softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return z / z.sum(axis=axis, keepdims=True)
 
 
+def mask_iou_matrix(probs: np.ndarray, mask_threshold: float) -> np.ndarray:
+    """Pairwise IoU [Q, Q] of the binarised masks (probs > mask_threshold) of [Q, h, w] maps.
+
+    Two empty masks have IoU 0 (an empty mask overlaps nothing)."""
+    binary = (probs.reshape(probs.shape[0], -1) > mask_threshold).astype(np.float32)
+    inter = binary @ binary.T  # [Q, Q] pixel counts
+    area = np.diag(inter)
+    union = area[:, None] + area[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
 def nms_keep(probs: np.ndarray, scores: np.ndarray, iou_threshold: float, mask_threshold: float) -> np.ndarray:
     """Greedy class-agnostic NMS on binarised masks.
 
@@ -100,12 +111,7 @@ def nms_keep(probs: np.ndarray, scores: np.ndarray, iou_threshold: float, mask_t
     Returns:
         kept query indices [K] int64, by decreasing score.
     """
-    Q = probs.shape[0]
-    binary = (probs.reshape(Q, -1) > mask_threshold).astype(np.float32)
-    inter = binary @ binary.T  # [Q, Q] pixel counts
-    area = np.diag(inter)
-    union = area[:, None] + area[None, :] - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    iou = mask_iou_matrix(probs, mask_threshold)
     kept: list[int] = []
     for q in np.argsort(-np.asarray(scores), kind="stable"):
         if all(iou[q, k] <= iou_threshold for k in kept):
