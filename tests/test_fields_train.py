@@ -1,6 +1,7 @@
 """A tiny RGB field: training improves it, checkpoints round-trip, the geometry cache matches it."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from maskfield.errors import MaskfieldError
 from maskfield.fields.checkpoint import load_field
 from maskfield.fields.geometry_cache import GeometrySettings, build_geometry
 from maskfield.fields.nerf import FieldConfig
-from maskfield.fields.train_rgb import TrainRGBSettings, render_view, train_rgb
+from maskfield.fields.train_rgb import TrainRGBSettings, evaluate_rgb, render_view, train_rgb
 from maskfield.io.geometry import read_geometry
 from maskfield.stages.rgb import run_geometry, run_train_rgb
 
@@ -166,3 +167,15 @@ def test_median_depth_is_interpolated_inside_the_crossing_bin():
                       [0.2, 0.2, 0.4, 0.0],  # total 0.8, half 0.4 reached at the end of bin 2 (2.5)
                       [0.0, 0.0, 0.25, 0.25]])  # half 0.25 reached at the end of bin 3 (3.5)
     assert median_depth(w, t).tolist() == pytest.approx([2.0, 2.5, 3.5])
+
+
+def test_depth_supervision_lowers_the_depth_error_and_needs_depth_maps():
+    scene = plane_scene("bounded")
+    s = TrainRGBSettings(**{**TINY, "iterations": 60})
+    cpu = torch.device("cpu")
+    plain = evaluate_rgb(train_rgb(scene, s, cpu), scene, scene.test_ids).depth_mae
+    supervised = evaluate_rgb(train_rgb(scene, replace(s, depth_weight=0.5), cpu), scene, scene.test_ids).depth_mae
+    assert supervised < 0.5 * plain, (plain, supervised)
+    scene.depth = None
+    with pytest.raises(MaskfieldError, match="depth_weight"):
+        train_rgb(scene, replace(s, depth_weight=0.5), cpu)

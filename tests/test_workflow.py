@@ -77,3 +77,17 @@ def test_threshold_change_reruns_only_evaluation_and_tables(finished_run):
     assert all(p.startswith(("results/metrics/", "results/tables/")) for p in changed), sorted(changed)
     # The query scene (table360) changed its metrics; the teacher, field and render files did not.
     assert "results/metrics/synthetic/table360/maskfield-nerf.csv" in changed
+
+
+def test_a_scene_field_override_reruns_only_that_scene_from_its_stage(finished_run):
+    """`datasets: <d>: scenes: <s>: fields: rgb:` reaches that scene's RGB field and nothing else
+    upstream of evaluation (evaluate and table jobs are left out: an earlier test may have changed
+    the inference settings, which reruns every evaluation)."""
+    w = finished_run
+    change = ["--config", 'datasets={"synthetic": {"scenes": {"room": {"fields": {"rgb": {"depth_weight": 0.05}}}}}}']
+    dry = snakemake(w, TARGET, "--configfile", str(TINY), "--dry-run", *change)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(.*?)(?:\n\n|\Z)", dry.stdout, re.S | re.M)
+    upstream = sorted((rule, re.search(r"scene=(\w+)", body).group(1)) for rule, body in jobs
+                      if rule not in ("evaluate", "table"))
+    assert upstream == [("geometry", "room"), ("mask_field", "room"), ("render", "room"), ("rgb_field", "room")], upstream

@@ -77,6 +77,11 @@ class TrainRGBSettings:
     opacity_weight: float = 0.0
     """Weight of mean (1 - opacity)^2: for scenes where every pixel hits a surface (enclosed rooms,
     the synthetic scenes), it makes rays opaque fast instead of dimming colours through fog."""
+    depth_weight: float = 0.0
+    """Weight of an L1 loss between the rendered and the ground-truth z-depth, divided by the mean
+    ground-truth depth (scale-free), on training pixels that have depth. 0 (the 3D-OVS codebase the
+    paper builds on): photometric only. Only readers that supply depth maps (Replica) can use it;
+    a positive weight on a scene without depth is an error, not a silent no-op."""
     upsample_at: list[float] = field(default_factory=lambda: [0.25, 0.5])
     """"voxel" coarse to fine: the grids start at 1/2^n of the configured resolutions (n = the
     number of entries) and double at each listed fraction of `iterations` (the optimiser state is
@@ -186,6 +191,24 @@ def psnr(mse: float) -> float:
     return -10.0 * math.log10(max(mse, 1e-10))
 
 
+def training_depth(scene, s: TrainRGBSettings) -> tuple[torch.Tensor | None, float]:
+    """Ground-truth z-depth of every training pixel [N] (0: none) and its mean over pixels that
+    have depth, when `depth_weight` asks for depth supervision; (None, 1) otherwise."""
+    if s.depth_weight <= 0:
+        return None, 1.0
+    if scene.depth is None:
+        raise MaskfieldError(
+            f"scene {scene.name}: depth_weight is {s.depth_weight} but its reader supplies no depth maps; "
+            f"set fields: rgb: depth_weight: 0 for this dataset (only Replica-layout scenes have depth).")
+    depth = torch.from_numpy(np.ascontiguousarray(scene.depth[scene.train_ids])).float().reshape(-1)
+    valid = depth[depth > 0]
+    if valid.numel() == 0 or not torch.isfinite(valid).all():
+        raise MaskfieldError(
+            f"scene {scene.name}: its training depth maps are empty or not finite; fix the depth/ files "
+            f"or set fields: rgb: depth_weight: 0.")
+    return depth, float(valid.mean())
+
+
 def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
     """Fit a radiance field to the training views of `scene` (deterministic on CPU for a seed)."""
     check_scene(scene)
@@ -193,6 +216,7 @@ def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
     o, d = view_rays(scene.cameras, scene.train_ids)
     check_coverage(space, o, d, scene.name)
     rgb = torch.from_numpy(scene.images[scene.train_ids].reshape(-1, 3)).float() / 255.0
+    depth, depth_norm = training_depth(scene, s)
     torch.manual_seed(s.seed)
     upsample_steps, stages = coarse_to_fine(s)
     field_ = RadianceField(replace(s.field, voxel_resolution=stages[0][0], voxel_colour_resolution=stages[0][1])).to(device)
@@ -226,6 +250,10 @@ def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
             loss = loss + s.tv_weight * field_.total_variation()
         if s.distortion_weight > 0:
             loss = loss + s.distortion_weight * distortion_loss(out.weights, out.samples.u)
+        if depth is not None:
+            g = depth[idx].to(device)
+            has = g > 0
+            loss = loss + s.depth_weight * ((out.depth - g).abs() * has).sum() / (has.sum().clamp(min=1) * depth_norm)
         if s.opacity_weight > 0:
             loss = loss + s.opacity_weight * (1 - out.opacity).square().mean()
         if s.entropy_weight > 0:

@@ -34,7 +34,8 @@ def run_train_rgb(scene, out: str | Path, settings) -> Path:
     out = Path(out)
     seed_everything(settings.seed)
     device = pick_device(settings.device)
-    log.info("train-rgb: %s on %s, encoding %s", scene.summary(), device, settings.field.encoding)
+    log.info("train-rgb: %s on %s, encoding %s, %s", scene.summary(), device, settings.field.encoding,
+             f"depth supervision weight {settings.depth_weight}" if settings.depth_weight > 0 else "photometric loss only")
     tf = train_rgb(scene, settings, device)
     t0 = time.perf_counter()
     ev = evaluate_rgb(tf, scene, scene.test_ids, settings.eval_chunk)
@@ -44,7 +45,8 @@ def run_train_rgb(scene, out: str | Path, settings) -> Path:
         torch.save(field_checkpoint(tf, scene, to_dict(settings)), tmp)
     summary = {"scene": scene.name, "dataset": scene.dataset, "backend": "nerf", "test_psnr": ev.psnr,
                "per_view_psnr": ev.per_view_psnr, "depth_mae": ev.depth_mae, "iterations": tf.iterations,
-               "seconds": tf.seconds, "device": str(device), "encoding": settings.field.encoding}
+               "seconds": tf.seconds, "device": str(device), "encoding": settings.field.encoding,
+               "depth_weight": settings.depth_weight}
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return out

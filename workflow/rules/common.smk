@@ -93,6 +93,27 @@ def settings_json(section):
     return shlex.quote(json.dumps(section, sort_keys=True))
 
 
+def deep_merge(base, override):
+    """`override` on top of `base`, nested dicts merged key by key (the rest replaced)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def field_settings(stage, seeded=True):
+    """Params function of a field rule: `fields: <stage>` with the dataset's, then the scene's
+    `fields: <stage>` overrides on top (e.g. depth supervision only where the reader has depth)."""
+
+    def settings(wildcards):
+        merged = config["fields"][stage]
+        for level in (dataset_config(wildcards.dataset), scene_config(wildcards.dataset, wildcards.scene)):
+            merged = deep_merge(merged, level.get("fields", {}).get(stage, {}))
+        return settings_json(with_seed(merged) if seeded else merged)
+
+    return settings
+
+
 def with_seed(section):
     merged = {"seed": config["seed"]}
     merged.update(section)

@@ -10,7 +10,7 @@ rule rgb_field:
         summary="results/fields/{dataset}/{scene}/rgb-nerf.json",
     params:
         scene=get_scene_flags,
-        settings=settings_json(with_seed(config["fields"]["rgb"])),
+        settings=field_settings("rgb"),
     log:
         "logs/rgb_field/{dataset}/{scene}.log",
     benchmark:
@@ -35,7 +35,7 @@ rule geometry:
         "results/fields/{dataset}/{scene}/geometry-nerf.h5",
     params:
         scene=get_scene_flags,
-        settings=settings_json(config["fields"]["geometry"]),
+        settings=field_settings("geometry", seeded=False),
     log:
         "logs/geometry/{dataset}/{scene}.log",
     benchmark:
@@ -69,7 +69,7 @@ rule mask_field:
         "results/fields/{dataset}/{scene}/maskfield-nerf.pt",
     params:
         scene=get_scene_flags,
-        settings=settings_json(with_seed(config["fields"]["mask"])),
+        settings=field_settings("mask"),
     log:
         "logs/mask_field/{dataset}/{scene}.log",
     benchmark:
