@@ -8,8 +8,9 @@ on the held-out test views, for every ground-truth object, the IoU of the best-m
 mask (probability > 0.5), averaged over objects and views (target >= 0.85).
 
 Geometry comes from the synthetic ground-truth depth (one sample of weight 1 per pixel at the
-surface), which measures the mask field alone on perfect geometry. The pipeline's own NeRF
-geometry is measured by running the workflow (`make demo`) and scoring its renders.
+surface), which measures the mask field alone on perfect geometry. The same score through the
+pipeline's own NeRF geometry is a workflow target (`make demo` prints it):
+`snakemake results/tables/mask_quality/synthetic.csv` (metric `best_query_iou` of `maskfield evaluate`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from maskfield.data.cameras import unproject_depth  # noqa: E402
+from maskfield.evaluate.metrics import best_query_iou  # noqa: E402
 from maskfield.io.geometry import GeometryCache, read_geometry, write_geometry  # noqa: E402
 from maskfield.io.renders import read_renders  # noqa: E402
 from maskfield.settings import parse_settings  # noqa: E402
@@ -71,19 +73,6 @@ def exact_geometry(scene, out: Path, downscale: int) -> Path:
     return write_geometry(out, cache)
 
 
-def best_query_iou(probs: np.ndarray, instance: np.ndarray) -> list[float]:
-    """Per ground-truth object (id > 0) of a view, the best IoU over queries of probs > 0.5."""
-    pred = torch.tensor(probs > 0.5).flatten(1).float()
-    out = []
-    for i in np.unique(instance):
-        if i <= 0:
-            continue
-        gt = torch.tensor(instance == i).flatten().float()
-        inter = pred @ gt
-        out.append(float((inter / (pred.sum(1) + gt.sum() - inter).clamp(min=1)).max()))
-    return out
-
-
 def bench(layout: str, workdir: Path, args) -> dict:
     scene = load_synthetic(layout, workdir)
     masks, emb = teacher_caches(scene, workdir)
@@ -98,7 +87,7 @@ def bench(layout: str, workdir: Path, args) -> dict:
     h, w = read_geometry(geometry).shape(0)
     d = args.downscale
     ious = [x for vp in r.views
-            for x in best_query_iou(vp.probs, scene.hierarchy.instance_maps[vp.view_index][d // 2::d, d // 2::d][:h, :w])]
+            for x in best_query_iou(vp.probs, scene.hierarchy.instance_maps[vp.view_index][d // 2::d, d // 2::d][:h, :w]).values()]
     iters = s.train.iterations
     return {"layout": layout, "train_s": round(seconds, 1), "it_per_s": round(iters / seconds, 1),
             "test_views": len(r.views), "objects": len(ious), "mean_best_iou": round(float(np.mean(ious)), 3)}

@@ -170,3 +170,19 @@ def test_replica_perfect_and_unlabelled_ignored():
     pred[0, 0] = 2
     s = M.replica_scores([gt], [pred])
     assert (s.miou, s.acc) == (1.0, 1.0)
+
+
+def test_best_query_iou_by_hand():
+    inst = np.zeros((4, 4), int)
+    inst[:, :2] = 1            # object 1: 8 px
+    inst[:2, 2:] = 2           # object 2: 4 px
+    probs = np.zeros((3, 4, 4), np.float32)
+    probs[0, :, :2] = 0.9
+    probs[0, 3, 1] = 0.4       # below 0.5: 7 of object 1's 8 px -> 7/8
+    probs[1, :3, 2:] = 0.6     # object 2 plus 2 px -> 4/6
+    probs[2] = 0.5             # exactly 0.5 is not "> 0.5": an empty mask
+    got = M.best_query_iou(probs, inst)
+    assert got == pytest.approx({1: 7 / 8, 2: 4 / 6})
+    assert M.best_query_iou(np.zeros((0, 4, 4)), inst) == {1: 0.0, 2: 0.0}
+    with pytest.raises(ValueError, match="instances"):
+        M.best_query_iou(probs[:, :3], inst)

@@ -203,3 +203,28 @@ def test_methods_with_different_backends_give_one_row_each_and_no_empty_columns(
     assert "room/mBIoU" not in table.columns and "lerf/Acc" not in table.columns
     assert table["mean/mIoU"].tolist() == [45.0, 45.0]
     assert table["mean/mBIoU"].tolist() == [30.0, 30.0]
+
+
+def test_evaluate_reports_mask_quality_where_objects_are_known(tmp_path):
+    """Scenes with instance ground truth get best-query IoU (all, things, stuff); others none."""
+    from maskfield.data.scene import SceneHierarchy
+
+    scene, planes = make_scene("replica", "segmentation")
+    plain = evaluate(scene, write_renders(tmp_path / "a.h5", perfect_renders(scene, planes, scene.class_prompts)),
+                     InferenceSettings(), tmp_path / "a.csv")
+    assert not pd.read_csv(plain)["metric"].str.startswith("best_query").any()
+
+    inst = np.zeros((4, H, W), np.int32)
+    inst[:, :, :10], inst[:, :, 10:20], inst[:, :, 20:] = 1, 2, 3
+    scene.hierarchy = SceneHierarchy(inst, {1: "red apple", 2: "green chair", 3: "blue mug"}, stuff_classes=("blue mug",))
+    r = perfect_renders(scene, planes, scene.class_prompts)
+    for vp in r.views:  # query 1 spills 5 columns onto object 3: object 2 gets IoU 10 / 15
+        vp.probs = vp.probs.copy()
+        vp.probs[1, :, 20:25] = 1.0
+        vp.probs[2] = 0.0  # object 3 has no mask of its own: its best is query 1, 5 / (15 + 10 - 5)
+    values = dict(zip(*pd.read_csv(evaluate(scene, write_renders(tmp_path / "b.h5", r), InferenceSettings(),
+                                            tmp_path / "b.csv"))[["metric", "value"]].T.values))
+    assert values["best_query_iou/things"] == pytest.approx((1.0 + 10 / 15) / 2)
+    assert values["best_query_iou/stuff"] == pytest.approx(5 / 20)
+    assert values["best_query_iou"] == pytest.approx((1.0 + 10 / 15 + 5 / 20) / 3)
+    assert values["n_objects"] == 6

@@ -91,3 +91,15 @@ def test_a_scene_field_override_reruns_only_that_scene_from_its_stage(finished_r
     upstream = sorted((rule, re.search(r"scene=(\w+)", body).group(1)) for rule, body in jobs
                       if rule not in ("evaluate", "table"))
     assert upstream == [("geometry", "room"), ("mask_field", "room"), ("render", "room"), ("rgb_field", "room")], upstream
+
+
+def test_mask_quality_table_scores_every_scene_and_method(finished_run):
+    w = finished_run
+    target = "results/tables/mask_quality/synthetic.csv"
+    run = snakemake(w, target, "--configfile", str(TINY))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = pd.read_csv(w / target)
+    assert set(table["method"]) == {"maskfield", "teacher-2d"}
+    for scene in ("room", "desk", "table360"):
+        assert table[f"{scene}/bestQ"].between(0, 100).all(), scene
+    assert table["mean/bestQ things"].notna().all() and table["mean/bestQ stuff"].notna().all()

@@ -198,3 +198,35 @@ def replica_scores(gts: list[np.ndarray], preds: list[np.ndarray]) -> ConfusionS
     C = gts[0].shape[0]
     conf = sum(confusion_matrix(labels_from_planes(g), p, C) for g, p in zip(gts, preds))
     return confusion_scores(conf)
+
+
+# ---------------------------------------------------------------- mask quality (no text)
+
+
+def best_query_iou(probs: np.ndarray, instances: np.ndarray, threshold: float = 0.5) -> dict[int, float]:
+    """For each ground-truth object of a view, the IoU of the best-matching predicted mask.
+
+    Measures the masks alone, without text: does some query (or teacher mask) cover each object?
+    Masks are probs > threshold.
+
+    Args:
+        probs: [Q, H, W] mask probabilities at the resolution of `instances`.
+        instances: [H, W] int object id per pixel (0 or negative: no object).
+    Returns:
+        object id -> best IoU (0 when there is no mask at all).
+    """
+    probs = np.asarray(probs)
+    instances = np.asarray(instances)
+    if probs.ndim != 3 or probs.shape[1:] != instances.shape:
+        raise ValueError(f"probs {probs.shape} must be [Q, H, W] with (H, W) = instances {instances.shape}")
+    pred = (probs > threshold).reshape(len(probs), instances.size).astype(np.float32)
+    area = pred.sum(axis=1)
+    out = {}
+    for obj in np.unique(instances):
+        if obj <= 0:
+            continue
+        gt = (instances == obj).reshape(-1).astype(np.float32)
+        inter = pred @ gt
+        union = area + gt.sum() - inter
+        out[int(obj)] = float((inter / np.maximum(union, 1)).max()) if len(pred) else 0.0
+    return out

@@ -15,7 +15,8 @@ LONG_COLUMNS = ["dataset", "scene", "method", "backend", "teacher", "metric", "v
 ROW_KEYS = ["method", "backend", "teacher"]
 # The paper's headline metrics, in its column order (Table 1: mIoU, mBIoU; Tables 2-3: mIoU, Acc).
 HEADLINE_METRICS = ("miou", "mbiou", "acc")
-METRIC_LABELS = {"miou": "mIoU", "mbiou": "mBIoU", "acc": "Acc"}
+METRIC_LABELS = {"miou": "mIoU", "mbiou": "mBIoU", "acc": "Acc", "best_query_iou": "bestQ",
+                 "best_query_iou/things": "bestQ things", "best_query_iou/stuff": "bestQ stuff"}
 
 
 def _label(metric: str) -> str:

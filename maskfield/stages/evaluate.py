@@ -24,6 +24,7 @@ import pandas as pd
 from maskfield.errors import MaskfieldError
 from maskfield.evaluate import metrics as M
 from maskfield.evaluate.tables import LONG_COLUMNS, format_table, pivot_table
+from maskfield.infer.filters import resize_bilinear
 from maskfield.infer.query import CANONICAL_PHRASES, QuerySettings, query_mask
 from maskfield.infer.segmentation import SegmentationSettings, segment
 from maskfield.io.atomic import atomic_path
@@ -159,6 +160,31 @@ def query_metrics(scene, preds: dict[int, ViewPrediction], text: dict[str, np.nd
     return out, len(views)
 
 
+def mask_quality_metrics(scene, preds: dict[int, ViewPrediction]) -> list[Metric]:
+    """Best-query IoU over the ground-truth objects of the test views (scenes with instance maps:
+    synthetic, Replica): the mask field's own quality, before any text. Split into things and
+    stuff (the scene's background classes). Empty when the scene has no instances."""
+    h = scene.hierarchy
+    if h is None:
+        return []
+    stuff = set(h.stuff_classes)
+    things, background = [], []
+    for v in (int(v) for v in scene.test_ids):
+        if v not in preds:
+            continue
+        inst = np.asarray(h.instance_maps[v])
+        probs = np.asarray(preds[v].probs, np.float32)
+        if probs.shape[1:] != inst.shape:
+            probs = resize_bilinear(probs, inst.shape)
+        for obj, iou in M.best_query_iou(probs, inst).items():
+            (background if h.instance_class.get(obj) in stuff else things).append(iou)
+    if not things and not background:
+        return []
+    out = [Metric("best_query_iou", float(np.mean(things + background))), Metric("n_objects", len(things) + len(background))]
+    out += [Metric(f"best_query_iou/{name}", float(np.mean(vals))) for name, vals in (("things", things), ("stuff", background)) if vals]
+    return out
+
+
 def evaluate_renders(scene, renders: Renders, settings: InferenceSettings, encoder, where: str = "renders") -> pd.DataFrame:
     """Long-form metric rows (LONG_COLUMNS) of one method on one scene.
 
@@ -176,6 +202,7 @@ def evaluate_renders(scene, renders: Renders, settings: InferenceSettings, encod
         text = dict(zip(prompts, feats))
         rows, n_views = query_metrics(scene, preds, text, feats[len(prompts):], settings.query)
         used = settings.query
+    rows += mask_quality_metrics(scene, preds)
     a = renders.attrs
     base = {"dataset": scene.dataset, "scene": scene.name, "method": str(a.get("method", "unknown")),
             "backend": str(a.get("backend", "unknown")), "teacher": str(a.get("teacher", "unknown"))}
