@@ -169,13 +169,17 @@ def test_median_depth_is_interpolated_inside_the_crossing_bin():
     assert median_depth(w, t).tolist() == pytest.approx([2.0, 2.5, 3.5])
 
 
-def test_depth_supervision_lowers_the_depth_error_and_needs_depth_maps():
+def test_depth_supervision_lowers_the_depth_error_and_needs_input_depth_maps():
     scene = plane_scene("bounded")
+    scene.depth_is_input = True  # as the Replica reader marks its depth/ maps
     s = TrainRGBSettings(**{**TINY, "iterations": 60})
     cpu = torch.device("cpu")
     plain = evaluate_rgb(train_rgb(scene, s, cpu), scene, scene.test_ids).depth_mae
     supervised = evaluate_rgb(train_rgb(scene, replace(s, depth_weight=0.5), cpu), scene, scene.test_ids).depth_mae
     assert supervised < 0.5 * plain, (plain, supervised)
-    scene.depth = None
+    scene.depth_is_input = False  # depth that is evaluation ground truth only must not train
+    with pytest.raises(MaskfieldError, match="depth_weight"):
+        train_rgb(scene, replace(s, depth_weight=0.5), cpu)
+    scene.depth, scene.depth_is_input = None, True
     with pytest.raises(MaskfieldError, match="depth_weight"):
         train_rgb(scene, replace(s, depth_weight=0.5), cpu)

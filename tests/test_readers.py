@@ -365,3 +365,15 @@ def test_cli_inspect(tmp_path, synthetic_scene_dirs):
     ok = _cli("inspect", "--layout", "lerf_mask", "--scene-dir", str(synthetic_scene_dirs["lerf_mask"]))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("synthetic/lerf_mask [lerf_mask, unbounded]") and "queries:" in ok.stdout
+
+
+def test_only_the_replica_layout_marks_its_depth_as_an_input(tmp_path):
+    """Depth supervision may use Replica's depth/ maps, never the synthetic sidecar's evaluation
+    depth of a 3D-OVS or LERF-Mask layout (the real datasets have no depth)."""
+    from maskfield.data import load_scene
+    from maskfield.stages.synthesize import SynthesizeSettings, synthesize
+
+    small = SynthesizeSettings(width=24, height=18, n_views=6, n_eval_views=2)
+    for layout, expected in (("replica", True), ("ovs3d", False)):
+        scene = load_scene(layout, synthesize(layout, tmp_path / layout, small), {"downscale": 1} if layout == "ovs3d" else {})
+        assert scene.depth is not None and scene.depth_is_input is expected, layout

@@ -215,6 +215,7 @@ def _add_geometry(scene: Scene, scene_dir: Path, seq: Path, frames: list[int], f
                   names: dict[int, str], settings: ReplicaSettings) -> None:
     """Depth and hierarchy: from the synthetic sidecar when present, else depth/ and semantic_instance/."""
     size = (scene.width, scene.height)
+    scene.depth_is_input = True  # the export's depth/ (the synthetic sidecar holds the same maps)
     if has_sidecar(scene_dir):
         gt = load_synthetic_gt(scene_dir, scene.view_names, size)
         scene.depth, scene.hierarchy = gt.depth, gt.hierarchy

@@ -89,6 +89,9 @@ class Scene:
     query_prompts: list[str] = field(default_factory=list)
     query_masks: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     depth: np.ndarray | None = None  # [V, H, W] float32 z-depth along the optical axis, 0 = none
+    # True when depth is one of the dataset's inputs (Replica ships depth/), so training may use it;
+    # False when it is evaluation ground truth only (the synthetic sidecar of a 3D-OVS/LERF layout).
+    depth_is_input: bool = False
     hierarchy: SceneHierarchy | None = None
     near_far: tuple[float, float] | None = None  # scene depth bounds when the layout gives them
     aabb: np.ndarray | None = None  # [2, 3] world box holding the content, when the layout tells (depth, points3D)

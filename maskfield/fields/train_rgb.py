@@ -80,8 +80,8 @@ class TrainRGBSettings:
     depth_weight: float = 0.0
     """Weight of an L1 loss between the rendered and the ground-truth z-depth, divided by the mean
     ground-truth depth (scale-free), on training pixels that have depth. 0 (the 3D-OVS codebase the
-    paper builds on): photometric only. Only readers that supply depth maps (Replica) can use it;
-    a positive weight on a scene without depth is an error, not a silent no-op."""
+    paper builds on): photometric only. Only layouts whose inputs include depth maps (Replica:
+    `Scene.depth_is_input`) can use it; a positive weight elsewhere is an error, not a silent no-op."""
     upsample_at: list[float] = field(default_factory=lambda: [0.25, 0.5])
     """"voxel" coarse to fine: the grids start at 1/2^n of the configured resolutions (n = the
     number of entries) and double at each listed fraction of `iterations` (the optimiser state is
@@ -196,10 +196,11 @@ def training_depth(scene, s: TrainRGBSettings) -> tuple[torch.Tensor | None, flo
     have depth, when `depth_weight` asks for depth supervision; (None, 1) otherwise."""
     if s.depth_weight <= 0:
         return None, 1.0
-    if scene.depth is None:
+    if scene.depth is None or not scene.depth_is_input:
         raise MaskfieldError(
-            f"scene {scene.name}: depth_weight is {s.depth_weight} but its reader supplies no depth maps; "
-            f"set fields: rgb: depth_weight: 0 for this dataset (only Replica-layout scenes have depth).")
+            f"scene {scene.name}: depth_weight is {s.depth_weight} but its {scene.layout} layout has no input depth "
+            f"maps (any depth it has is evaluation ground truth); set fields: rgb: depth_weight: 0 for it "
+            f"(only Replica-layout scenes ship depth).")
     depth = torch.from_numpy(np.ascontiguousarray(scene.depth[scene.train_ids])).float().reshape(-1)
     valid = depth[depth > 0]
     if valid.numel() == 0 or not torch.isfinite(valid).all():
