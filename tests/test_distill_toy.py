@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from maskfield.evaluate import metrics as M
 from maskfield.io.geometry import GeometryCache
 
 BOXES = np.array([  # [lo, hi] corners, in the normalised box
@@ -97,12 +98,7 @@ def toy_scene(h: int = 24, w: int = 32, n_views: int = 10, test_every: int = 5, 
 
 def best_query_iou(probs: torch.Tensor, instance: np.ndarray) -> np.ndarray:
     """[O] best IoU over queries (probs > 0.5) of each ground-truth object (ids > 0) of a view."""
-    pred = (probs > 0.5).flatten(1).float()  # [Q, hw]
-    objs = [i for i in np.unique(instance) if i > 0]
-    gt = torch.tensor(np.stack([instance == i for i in objs]).reshape(len(objs), -1), dtype=torch.float32)
-    inter = pred @ gt.T
-    union = pred.sum(1)[:, None] + gt.sum(1)[None] - inter
-    return (inter / union.clamp(min=1)).max(0).values.numpy()
+    return np.array(list(M.best_query_iou(probs.detach().cpu().numpy(), instance).values()))
 
 
 def test_toy_scene_is_consistent():

@@ -219,14 +219,10 @@ def best_query_iou(probs: np.ndarray, instances: np.ndarray, threshold: float = 
     instances = np.asarray(instances)
     if probs.ndim != 3 or probs.shape[1:] != instances.shape:
         raise ValueError(f"probs {probs.shape} must be [Q, H, W] with (H, W) = instances {instances.shape}")
-    pred = (probs > threshold).reshape(len(probs), instances.size).astype(np.float32)
-    area = pred.sum(axis=1)
-    out = {}
-    for obj in np.unique(instances):
-        if obj <= 0:
-            continue
-        gt = (instances == obj).reshape(-1).astype(np.float32)
-        inter = pred @ gt
-        union = area + gt.sum() - inter
-        out[int(obj)] = float((inter / np.maximum(union, 1)).max()) if len(pred) else 0.0
-    return out
+    objects = [int(i) for i in np.unique(instances) if i > 0]
+    pred = (probs > threshold).reshape(len(probs), instances.size).astype(np.float32)  # [Q, HW]
+    gt = (instances.reshape(1, -1) == np.reshape(objects, (-1, 1))).astype(np.float32)  # [O, HW]
+    inter = pred @ gt.T  # [Q, O]
+    union = pred.sum(axis=1)[:, None] + gt.sum(axis=1)[None] - inter
+    best = (inter / np.maximum(union, 1)).max(axis=0) if len(pred) else np.zeros(len(objects))
+    return {i: float(b) for i, b in zip(objects, best)}
