@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "render-teacher": "maskfield.stages.evaluate:register_render_teacher",
     "evaluate": "maskfield.stages.evaluate:register_evaluate",
     "table": "maskfield.stages.evaluate:register_table",
+    "confusion": "maskfield.stages.evaluate:register_confusion",
 }
 
 

@@ -11,7 +11,9 @@ from maskfield.data.scene import Cameras, Scene
 from maskfield.evaluate.tables import LONG_COLUMNS, format_table, pivot_table
 from maskfield.io.masks import MaskSet, write_embeddings, write_masks
 from maskfield.io.renders import Renders, ViewPrediction, read_renders, write_renders
-from maskfield.stages.evaluate import InferenceSettings, evaluate, render_teacher
+from maskfield.errors import MaskfieldError
+from maskfield.infer.segmentation import SegmentationSettings
+from maskfield.stages.evaluate import InferenceSettings, confusion, confusion_rows, evaluate, render_teacher
 from maskfield.teachers.text import load_text_encoder
 
 MODEL = "simulated:dim=512:seed=0"
@@ -70,6 +72,42 @@ def test_evaluate_segmentation_wrong_half(tmp_path):
     values = dict(zip(df["metric"], df["value"]))
     assert values["miou"] == pytest.approx(1 / 3) and values["acc"] == pytest.approx(1 / 3)
 
+
+
+def test_confusion_rows_by_hand():
+    """Two views, three classes; pixels with no GT class or two are not counted (ignore label)."""
+    names = ["a", "b", "c"]
+    g1 = np.zeros((3, 2, 4), bool)
+    g1[0, :, :2] = True  # 4 px of a
+    g1[1, :, 2:] = True  # 4 px of b
+    g1[2, 0, 3] = True   # one pixel of b is also c: ignored
+    p1 = np.array([[0, 1, 1, 2], [0, 0, 1, 1]])
+    g2 = np.zeros((3, 2, 4), bool)
+    g2[2, :, :3] = True  # 6 px of c; column 3 unlabelled: ignored
+    p2 = np.array([[2, 2, 0, 0], [2, 2, 2, 0]])
+    df = confusion_rows(names, [g1, g2], [p1, p2])
+    got = {(r.gt, r.predicted): (r.pixels, r.share_of_gt) for r in df.itertuples()}
+    assert got == {("a", "a"): (3, 3 / 4), ("a", "b"): (1, 1 / 4), ("b", "b"): (3, 1.0),
+                   ("c", "c"): (5, 5 / 6), ("c", "a"): (1, 1 / 6)}
+    assert list(df["gt"]) == ["a", "a", "b", "c", "c"]  # by class, then largest first
+
+
+def test_confusion_cli_names_the_swapped_classes(tmp_path):
+    """Swapped semantics of two classes show up as two off-diagonal rows of share 1; the CLI
+    writes the table, and a query scene is refused with a clear error."""
+    scene, planes = make_scene("ovs3d", "segmentation")
+    path = write_renders(tmp_path / "r.h5", perfect_renders(scene, planes, ["green chair", "red apple", "blue mug"]))
+    df = pd.read_csv(confusion(scene, path, SegmentationSettings(), tmp_path / "c.csv"))
+    got = {(r.gt, r.predicted): (r.pixels, r.share_of_gt) for r in df.itertuples()}
+    n = 2 * H * 10  # each class is a 10-column band in both test views
+    assert got == {("red apple", "green chair"): (n, 1.0), ("green chair", "red apple"): (n, 1.0),
+                   ("blue mug", "blue mug"): (n, 1.0)}
+    assert set(df["method"]) == {"maskfield"} and json.loads(df["settings"][0])["variant"] == "paper"
+    query_scene, qplanes = make_scene("lerf_mask", "query")
+    qpath = write_renders(tmp_path / "q.h5", perfect_renders(query_scene, qplanes, query_scene.query_prompts))
+    with pytest.raises(MaskfieldError, match="query scene"):
+        confusion(query_scene, qpath, SegmentationSettings(), tmp_path / "q.csv")
+    assert not (tmp_path / "q.csv").exists()
 
 def test_evaluate_query_with_missing_view(tmp_path):
     scene, planes = make_scene("lerf_mask", "query", test_ids=(1, 2, 3))

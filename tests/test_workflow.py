@@ -103,3 +103,21 @@ def test_mask_quality_table_scores_every_scene_and_method(finished_run):
     for scene in ("room", "desk", "table360"):
         assert table[f"{scene}/bestQ"].between(0, 100).all(), scene
     assert table["mean/bestQ things"].notna().all() and table["mean/bestQ stuff"].notna().all()
+
+
+def test_confusion_target_runs_alone_and_sums_to_the_metrics(finished_run):
+    """The on-demand confusion rule needs only the renders (no upstream job reruns), and its
+    diagonal share of each class is that class's recall: pixel accuracy = diagonal / total."""
+    w = finished_run
+    target = "results/confusion/synthetic/room/maskfield-nerf.csv"
+    dry = snakemake(w, target, "--configfile", str(TINY), "--dry-run")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert set(re.findall(r"^(?:local)?rule (\w+):", dry.stdout, re.M)) == {"confusion"}, dry.stdout[-3000:]
+    run = snakemake(w, target, "--configfile", str(TINY))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    conf = pd.read_csv(w / target)
+    assert conf.groupby("gt")["share_of_gt"].sum().round(9).eq(1).all()
+    metrics = pd.read_csv(w / "results/metrics/synthetic/room/maskfield-nerf.csv")
+    acc = metrics.loc[metrics.metric == "acc", "value"].iloc[0]
+    diagonal = conf.loc[conf["gt"] == conf["predicted"], "pixels"].sum()
+    assert diagonal / conf["pixels"].sum() == pytest.approx(acc)

@@ -3,6 +3,7 @@
     maskfield render-teacher <scene flags> --masks masks.h5 --embeddings embeddings.h5 --out teacher-2d.h5
     maskfield evaluate <scene flags> --renders R.h5 --settings '{"segmentation": {...}, "query": {...}}' --out M.csv
     maskfield table --metrics A.csv B.csv ... --out results/tables/<dataset>.csv [--columns miou acc]
+    maskfield confusion <scene flags> --renders R.h5 --settings '{"segmentation": {...}}' --out C.csv
 
 All thresholds live in `evaluate` (renders are threshold-free). The scene's task picks the mode:
 segmentation (3D-OVS protocol, or the confusion-matrix protocol with ignore for the replica
@@ -103,13 +104,9 @@ def _by_view(renders: Renders, n_views: int, where: str) -> dict[int, ViewPredic
     return out
 
 
-def segmentation_metrics(scene, preds: dict[int, ViewPrediction], text: np.ndarray,
-                         s: SegmentationSettings, where: str) -> tuple[list[Metric], int]:
-    """Segmentation scores of a scene: miou, acc and per-class iou/<class>; returns (metrics, n_views).
-
-    Args:
-        text: [C, D] features of scene.class_prompts. where: the renders path, for messages.
-    """
+def segment_test_views(scene, preds: dict[int, ViewPrediction], text: np.ndarray, s: SegmentationSettings,
+                       where: str) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+    """(views, GT planes [C, H, W], predicted label maps [H, W]) of the annotated test views."""
     views = [int(v) for v in scene.test_ids if int(v) in scene.seg_masks]
     if not views:
         raise MaskfieldError(f"scene {scene.name} has no segmentation ground truth for its test views; check its layout.")
@@ -118,6 +115,17 @@ def segmentation_metrics(scene, preds: dict[int, ViewPrediction], text: np.ndarr
         raise MaskfieldError(f"{where} lacks the test views {missing}; rerun the rule that renders it.")
     gts = [np.asarray(scene.seg_masks[v], bool) for v in views]
     labels = [segment(preds[v].probs, preds[v].semantics, text, g.shape[1:], s) for v, g in zip(views, gts)]
+    return views, gts, labels
+
+
+def segmentation_metrics(scene, preds: dict[int, ViewPrediction], text: np.ndarray,
+                         s: SegmentationSettings, where: str) -> tuple[list[Metric], int]:
+    """Segmentation scores of a scene: miou, acc and per-class iou/<class>; returns (metrics, n_views).
+
+    Args:
+        text: [C, D] features of scene.class_prompts. where: the renders path, for messages.
+    """
+    views, gts, labels = segment_test_views(scene, preds, text, s, where)
     if scene.layout == "replica":
         r = M.replica_scores(gts, labels)
         per_class = r.iou
@@ -220,8 +228,8 @@ def _encode(encoder, phrases: list[str], renders: Renders, where: str) -> np.nda
     return feats
 
 
-def evaluate(scene, renders_path: str | os.PathLike, settings: InferenceSettings, out: str | os.PathLike) -> Path:
-    """Score one renders.h5 on its scene and write the long-form metrics CSV; returns `out`."""
+def _read_for_scene(scene, renders_path: str | os.PathLike):
+    """(renders, text encoder) of a renders file, checked against the scene."""
     # teacher-2d.h5 comes from `render_teacher`, every other method's renders from `render`.
     renders = read_renders(renders_path, "render_teacher" if Path(renders_path).stem == "teacher-2d" else "render")
     model_id = renders.attrs.get("text_model")
@@ -230,11 +238,65 @@ def evaluate(scene, renders_path: str | os.PathLike, settings: InferenceSettings
     if renders.attrs.get("scene", scene.name) != scene.name:
         raise MaskfieldError(f"renders file {renders_path} is for scene {renders.attrs['scene']!r}, "
                              f"not {scene.name!r}; check the rule's input paths.")
-    df = evaluate_renders(scene, renders, settings, _load_encoder(str(model_id)), str(renders_path))
+    return renders, _load_encoder(str(model_id))
+
+
+def evaluate(scene, renders_path: str | os.PathLike, settings: InferenceSettings, out: str | os.PathLike) -> Path:
+    """Score one renders.h5 on its scene and write the long-form metrics CSV; returns `out`."""
+    renders, encoder = _read_for_scene(scene, renders_path)
+    df = evaluate_renders(scene, renders, settings, encoder, str(renders_path))
     for _, row in df[df["metric"].isin(["miou", "acc", "mbiou", "n_missing", "n_fallback"])].iterrows():
         log.info("%s/%s %s: %s = %.4g", row["dataset"], row["scene"], row["method"], row["metric"], row["value"])
     with atomic_path(out) as tmp:
         df.to_csv(tmp, index=False)
+    return Path(out)
+
+
+# ---------------------------------------------------------------- confusion
+
+
+CONFUSION_COLUMNS = ["dataset", "scene", "method", "gt", "predicted", "pixels", "share_of_gt", "settings"]
+
+
+def confusion_rows(class_names: list[str], gts: list[np.ndarray], labels: list[np.ndarray]) -> pd.DataFrame:
+    """Pixels of each ground-truth class by predicted class, summed over views (nonzero pairs only).
+
+    Pixels with no ground-truth class or several (the Replica protocol's ignore label) are not
+    counted. `share_of_gt` is the fraction of the GT class's counted pixels (rows sum to 1); the
+    diagonal is the class's recall. Sorted by GT class, then by pixels, largest first.
+    """
+    C = len(class_names)
+    conf = sum(M.confusion_matrix(M.labels_from_planes(g), p, C) for g, p in zip(gts, labels))
+    totals = conf.sum(axis=1)
+    gi, pi = np.nonzero(conf)
+    df = pd.DataFrame({"gt": [class_names[i] for i in gi], "predicted": [class_names[j] for j in pi],
+                       "pixels": conf[gi, pi].astype(np.int64), "share_of_gt": conf[gi, pi] / totals[gi]})
+    return df.sort_values(["gt", "pixels"], ascending=[True, False], kind="stable").reset_index(drop=True)
+
+
+def confusion(scene, renders_path: str | os.PathLike, settings: SegmentationSettings, out: str | os.PathLike) -> Path:
+    """Which class each ground-truth class is predicted as, over the test views, as a CSV.
+
+    The diagnostic behind a low per-class IoU (a small object labelled as its neighbour, a class
+    no query carries); the same inference as `evaluate` with the same settings."""
+    if scene.task != "segmentation":
+        raise MaskfieldError(f"scene {scene.name} is a query scene; the confusion table needs a segmentation "
+                             f"scene (class labels for every pixel).")
+    renders, encoder = _read_for_scene(scene, renders_path)
+    preds = _by_view(renders, len(scene), str(renders_path))
+    text = _encode(encoder, scene.class_prompts, renders, str(renders_path))
+    _, gts, labels = segment_test_views(scene, preds, text, settings, str(renders_path))
+    df = confusion_rows(list(scene.class_prompts), gts, labels)
+    df.insert(0, "method", str(renders.attrs.get("method", "unknown")))
+    df.insert(0, "scene", scene.name)
+    df.insert(0, "dataset", scene.dataset)
+    df["settings"] = json.dumps(to_dict(settings), sort_keys=True)
+    off = df[df["gt"] != df["predicted"]].sort_values("share_of_gt", ascending=False, kind="stable")
+    for _, row in off.head(5).iterrows():
+        log.info("%s/%s: %.1f%% of %s predicted as %s (%d px)", scene.dataset, scene.name,
+                 100 * row["share_of_gt"], row["gt"], row["predicted"], row["pixels"])
+    with atomic_path(out) as tmp:
+        df[CONFUSION_COLUMNS].to_csv(tmp, index=False)
     return Path(out)
 
 
@@ -282,6 +344,13 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     evaluate(scene_from_args(args), args.renders, settings, args.out)
 
 
+def _run_confusion(args: argparse.Namespace) -> None:
+    from maskfield.stages.common import scene_from_args
+
+    settings = parse_settings(InferenceSettings, args.settings)
+    confusion(scene_from_args(args), args.renders, settings.segmentation, args.out)
+
+
 def _run_table(args: argparse.Namespace) -> None:
     table(args.metrics, args.out, tuple(args.columns) if args.columns else None)
 
@@ -306,6 +375,17 @@ def register_evaluate(subparsers, name: str) -> None:
     p.add_argument("--settings", default="{}", help='JSON {"segmentation": {...}, "query": {...}}')
     p.add_argument("--out", required=True, help="output metrics .csv")
     p.set_defaults(func=_run_evaluate)
+
+
+def register_confusion(subparsers, name: str) -> None:
+    from maskfield.stages.common import add_scene_args
+
+    p = subparsers.add_parser(name, help="per-class confusion of one renders.h5 on a segmentation scene -> CSV")
+    add_scene_args(p)
+    p.add_argument("--renders", required=True, help="renders .h5 of one method")
+    p.add_argument("--settings", default="{}", help='JSON {"segmentation": {...}} (the evaluate settings; query ignored)')
+    p.add_argument("--out", required=True, help="output confusion .csv")
+    p.set_defaults(func=_run_confusion)
 
 
 def register_table(subparsers, name: str) -> None:

@@ -80,3 +80,29 @@ rule evaluate:
     shell:
         "maskfield evaluate {params.scene} --renders {input.renders} --settings {params.settings} "
         "--out {output} > {log} 2>&1"
+
+
+# On demand (no table needs it): which class each ground-truth class is predicted as, over the test
+# views of a segmentation scene, with the same inference settings as `evaluate`. The diagnostic
+# behind a low per-class IoU, e.g.
+#   snakemake --cores 2 results/confusion/synthetic/room/maskfield-nerf.csv
+rule confusion:
+    input:
+        scene=get_scene_input,
+        renders="results/renders/{dataset}/{scene}/{method}.h5",
+        code=code("infer/segmentation.py", "infer/filters.py", "evaluate/metrics.py", "stages/evaluate.py"),
+    output:
+        "results/confusion/{dataset}/{scene}/{method}.csv",
+    params:
+        scene=get_scene_flags,
+        settings=settings_json({"segmentation": config["inference"]["segmentation"]}),
+    log:
+        "logs/confusion/{dataset}/{scene}/{method}.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/maskfield.yaml"
+    shell:
+        "maskfield confusion {params.scene} --renders {input.renders} --settings {params.settings} "
+        "--out {output} > {log} 2>&1"
