@@ -4,7 +4,8 @@ import math
 
 import torch
 
-from maskfield.distill.losses import LossSettings, MaskLosses, criterion, cosine_loss, dice_loss, extra_loss, focal_loss
+from maskfield.distill.losses import (LossSettings, MaskLosses, agreement_threshold, criterion, cosine_loss, dice_loss,
+                                     exclusivity_loss, extra_loss, focal_loss)
 from maskfield.distill.matching import Matching
 
 LN2 = math.log(2)
@@ -64,3 +65,44 @@ def test_criterion_with_no_teacher_masks_only_penalises_queries():
     assert out.focal.item() == out.dice.item() == out.semantic.item() == 0.0
     assert math.isclose(out.extra.item(), 0.25)
     out.total(LossSettings()).backward()
+
+
+def test_agreement_threshold_is_halfway_between_unrelated_and_identical():
+    # three orthogonal embeddings: median pairwise cosine 0 -> 0.5
+    assert math.isclose(agreement_threshold(torch.eye(3) * 5), 0.5, rel_tol=1e-6)
+    # pairwise cosines 0.6, 0.6, 0.8 (CLIP-like: unrelated crops are still close) -> (1 + 0.6) / 2
+    e = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.6, 0.0, 0.8]])
+    assert math.isclose(agreement_threshold(e), 0.8, rel_tol=1e-6)
+    assert agreement_threshold(torch.ones(1, 3)) is None
+
+
+def test_exclusivity_loss_by_hand():
+    """A 1x6 strip: a wall mask over all of it and a mug mask (pixels 4, 5) nested in it; the
+    finest mask labels pixels 0-3 wall and 4-5 mug."""
+    wall, mug = [1.0, 0.0], [0.0, 1.0]
+    targets = torch.tensor([[1.0] * 6, [0, 0, 0, 0, 1, 1]])
+    embeddings = torch.tensor([wall, mug])  # threshold 0.5
+    p9 = math.log(9)  # p = 0.9: (0.9 - 0.5)^2 = 0.16
+    logits = torch.tensor([
+        [p9, p9, p9, p9, p9, p9],      # wall query over the wall and the mug: conflicts on 4, 5
+        [p9, -9, -9, -9, p9, p9],      # mug query: agrees on 4, 5, conflicts on 0
+        [0.0, 0, 0, 0, 0, 0],          # p = 0.5 everywhere: below the hinge, free
+    ], requires_grad=True)
+    semantics = torch.tensor([wall, mug, wall]) * 3  # scale does not matter
+    got = exclusivity_loss(logits, semantics, targets, embeddings)
+    assert math.isclose(got.item(), (2 * 0.16 + 0.16) / 6, rel_tol=1e-5)  # summed over queries, mean over pixels
+    got.backward()
+    g = logits.grad
+    assert (g[0, 4:] > 0).all() and (g[0, :4] == 0).all() and (g[1, 0] > 0) and (g[1, 4:] == 0).all() and (g[2] == 0).all()
+    # an unlabelled pixel conflicts with nothing; no predictions or a single mask cost nothing
+    assert exclusivity_loss(logits[:1], semantics[:1], targets * torch.tensor([1.0, 1, 1, 1, 0, 0]), embeddings).item() == 0
+    assert exclusivity_loss(logits[:0], semantics[:0], targets, embeddings).item() == 0
+    assert exclusivity_loss(logits, semantics, targets[:1], embeddings[:1]).item() == 0
+
+
+def test_exclusive_weight_enters_the_total_only_when_set():
+    z = torch.zeros(())
+    losses = MaskLosses(z, z, z, z, torch.tensor(2.0))
+    assert losses.total(LossSettings()).item() == 0.0
+    assert losses.total(LossSettings(exclusive=0.5)).item() == 1.0
+    assert losses.items()["exclusive"] == 2.0

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from maskfield.data.scene import Cameras, Scene
+from maskfield.distill.losses import LossSettings
 from maskfield.distill.mask_field import HeadSettings, MaskField, QueryHeads
+import maskfield.distill.train as train_module
 from maskfield.distill.train import TrainSettings, ViewTargets, train_mask_field
 from maskfield.errors import MaskfieldError
 from maskfield.fields.feature_field import FeatureFieldSettings, NerfFeatureField
@@ -51,13 +53,26 @@ def held_out_iou(model, toy) -> float:
                                  for i in toy.cache.test_views()]).mean())
 
 
-def test_training_makes_held_out_masks_match_the_objects(toy):
+@pytest.mark.parametrize("exclusive", [0.0, 0.2])
+def test_training_makes_held_out_masks_match_the_objects(toy, exclusive, monkeypatch):
+    calls = []
+    real = train_module.exclusivity_loss
+    monkeypatch.setattr(train_module, "exclusivity_loss", lambda *a: calls.append(1) or real(*a))
     model = make_model(toy)
     before = held_out_iou(model, toy)
-    train_mask_field(model, targets(toy), TrainSettings(iterations=200, stride=1, lr=3e-3, log_every=100), progress=False)
+    report = train_mask_field(model, targets(toy), TrainSettings(iterations=200, stride=1, lr=3e-3, log_every=100),
+                              loss=LossSettings(exclusive=exclusive), progress=False)
     after = held_out_iou(model, toy)
     assert before < 0.5, before
     assert after > 0.85 and after > before + 0.4, (before, after)
+    # the exclusivity term runs from exclusive_start (0.3) of the steps on, and only when weighted
+    assert len(calls) == (140 if exclusive else 0) and "exclusive" in report.last
+
+
+def test_exclusivity_needs_render_supervision(toy):
+    with pytest.raises(ValueError, match="exclusive needs train.supervision 'render'"):
+        train_mask_field(make_model(toy), targets(toy), TrainSettings(iterations=2, supervision="mask"),
+                         loss=LossSettings(exclusive=0.2), progress=False)
 
 
 def test_same_seed_gives_identical_weights(toy):

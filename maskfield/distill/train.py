@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from maskfield.distill.losses import LossSettings, criterion, factored_criterion
+from maskfield.distill.losses import LossSettings, criterion, exclusivity_loss, factored_criterion
 from maskfield.distill.mask_field import MaskField
 from maskfield.distill.matching import MatcherSettings, match
 
@@ -115,7 +115,7 @@ def cache_targets(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 
 def _step_render(model: MaskField, vt: ViewTargets, pixels, shape, matcher: MatcherSettings, loss: LossSettings,
-                 sub: torch.Tensor | None = None):
+                 sub: torch.Tensor | None = None, exclusive: bool = False):
     """`pixel_criterion` of the view, without forming the [N_K, n] logits of every pixel.
 
     Matching and the extra loss read all N_K queries at the `sub` pixels only, focal/dice the
@@ -138,11 +138,14 @@ def _step_render(model: MaskField, vt: ViewTargets, pixels, shape, matcher: Matc
     pi = m.pred_idx.to(feats.device)
     matched_logits = sub_logits[pi] if sub is None else queries[pi] @ feats.T  # [n_matched, n]
     losses = factored_criterion(matched_logits, sub_logits, targets, model.heads.semantics(pi), vt.embeddings, m, loss)
+    if exclusive:  # at the matching pixels, like the extra loss
+        u = m.unmatched(len(queries)).to(feats.device)
+        losses.exclusive = exclusivity_loss(sub_logits[u], semantics[u], sub_targets, vt.embeddings)
     return losses, len(m)
 
 
 def _step_mask(model: MaskField, vt: ViewTargets, pixels, shape, matcher: MatcherSettings, loss: LossSettings,
-               sub: torch.Tensor | None = None):
+               sub: torch.Tensor | None = None, exclusive: bool = False):
     logits = model.heads.queries() @ model.backend.render(vt.view, pixels).T  # [N_K, n]
     with torch.no_grad():
         semantics = model.heads.semantics()
@@ -153,16 +156,17 @@ def _step_mask(model: MaskField, vt: ViewTargets, pixels, shape, matcher: Matche
 
 
 def train_step(model: MaskField, vt: ViewTargets, pixels, shape, matcher: MatcherSettings, loss: LossSettings,
-               supervision: str = "render", sub: torch.Tensor | None = None):
+               supervision: str = "render", sub: torch.Tensor | None = None, exclusive: bool = False):
     """Forward one view, match without gradients, return (weighted total, MaskLosses, n matched).
 
     The semantic head runs twice: without gradients for all N_K tokens (matching), then with
     gradients for the matched rows only (the loss); unmatched rows get no gradient either way.
+    `exclusive`: also compute `exclusivity_loss` ("render" supervision).
     """
     steps = {"render": _step_render, "mask": _step_mask}
     if supervision not in steps:
         raise ValueError(f"train.supervision must be render or mask, not {supervision!r}")
-    losses, n = steps[supervision](model, vt, pixels, shape, matcher, loss, sub)
+    losses, n = steps[supervision](model, vt, pixels, shape, matcher, loss, sub, exclusive)
     return losses.total(loss), losses, n
 
 
@@ -173,6 +177,9 @@ def train_mask_field(model: MaskField, views: list[ViewTargets], settings: Train
     s, matcher, loss = settings or TrainSettings(), matcher or MatcherSettings(), loss or LossSettings()
     if not views:
         raise ValueError("no training views")
+    if loss.exclusive and s.supervision != "render":
+        raise ValueError("loss.exclusive needs train.supervision 'render' (it reads the soft targets at the rendered pixels)")
+    exclusive_from = int(loss.exclusive_start * s.iterations) if loss.exclusive else s.iterations
     # fused: one kernel over all parameters (the for-each path costs ~3x more on CPU; same math)
     opt = torch.optim.Adam(param_groups(model, s), betas=tuple(s.betas), fused=True)
     gamma = s.lr_final_ratio ** (1.0 / max(s.iterations - 1, 1))
@@ -185,7 +192,8 @@ def train_mask_field(model: MaskField, views: list[ViewTargets], settings: Train
         vt = views[order[it]]
         pixels, shape = strided_pixels(*model.backend.view_shape(vt.view), s.stride, rng)
         sub = strided_pixels(*shape, s.match_stride, rng)[0] if s.supervision == "render" else None
-        total, losses, n_matched = train_step(model, vt, pixels, shape, matcher, loss, s.supervision, sub)
+        total, losses, n_matched = train_step(model, vt, pixels, shape, matcher, loss, s.supervision, sub,
+                                              exclusive=it >= exclusive_from)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
