@@ -114,9 +114,9 @@ def extra_loss(logits: torch.Tensor) -> torch.Tensor:
 def agreement_threshold(embeddings: torch.Tensor) -> float | None:
     """Cosine above which a semantic token agrees with a teacher embedding of this view: halfway
     between a typical unrelated pair (the median cosine between the view's teacher embeddings)
-    and identity. Scale-free across embedding spaces: ~0.52 for the simulated teacher (median
-    ~0.04), ~0.8 for CLIP image embeddings, whose cosines between unrelated crops sit near 0.6.
-    None with fewer than two embeddings (nothing to compare with)."""
+    and identity. It follows the embedding space: ~0.52 for the simulated teacher (median ~0.04);
+    higher for CLIP, whose image embeddings of unrelated crops are far from orthogonal (a fixed
+    cosine would not carry over). None with fewer than two embeddings (nothing to compare with)."""
     if embeddings.shape[0] < 2:
         return None
     e = F.normalize(embeddings.float(), dim=1)
