@@ -52,8 +52,8 @@ class MaskLosses:
     exclusive: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
 
     def total(self, w: LossSettings) -> torch.Tensor:
-        total = w.focal * self.focal + w.dice * self.dice + w.semantic * self.semantic + w.extra * self.extra
-        return total + w.exclusive * self.exclusive if w.exclusive else total
+        return (w.focal * self.focal + w.dice * self.dice + w.semantic * self.semantic + w.extra * self.extra
+                + w.exclusive * self.exclusive)
 
     def items(self) -> dict[str, float]:
         names = ("focal", "dice", "semantic", "extra", "exclusive")

@@ -366,26 +366,27 @@ def register_render_teacher(subparsers, name: str) -> None:
     p.set_defaults(func=_run_render_teacher)
 
 
-def register_evaluate(subparsers, name: str) -> None:
+def _add_renders_command(subparsers, name: str, help: str, settings_help: str, out_help: str, func) -> None:
+    """A command over one renders.h5 of a scene: scene flags, --renders, --settings, --out."""
     from maskfield.stages.common import add_scene_args
 
-    p = subparsers.add_parser(name, help="inference + metrics of one renders.h5 -> long-form CSV")
+    p = subparsers.add_parser(name, help=help)
     add_scene_args(p)
     p.add_argument("--renders", required=True, help="renders .h5 of one method")
-    p.add_argument("--settings", default="{}", help='JSON {"segmentation": {...}, "query": {...}}')
-    p.add_argument("--out", required=True, help="output metrics .csv")
-    p.set_defaults(func=_run_evaluate)
+    p.add_argument("--settings", default="{}", help=settings_help)
+    p.add_argument("--out", required=True, help=out_help)
+    p.set_defaults(func=func)
+
+
+def register_evaluate(subparsers, name: str) -> None:
+    _add_renders_command(subparsers, name, "inference + metrics of one renders.h5 -> long-form CSV",
+                         'JSON {"segmentation": {...}, "query": {...}}', "output metrics .csv", _run_evaluate)
 
 
 def register_confusion(subparsers, name: str) -> None:
-    from maskfield.stages.common import add_scene_args
-
-    p = subparsers.add_parser(name, help="per-class confusion of one renders.h5 on a segmentation scene -> CSV")
-    add_scene_args(p)
-    p.add_argument("--renders", required=True, help="renders .h5 of one method")
-    p.add_argument("--settings", default="{}", help='JSON {"segmentation": {...}} (the evaluate settings; query ignored)')
-    p.add_argument("--out", required=True, help="output confusion .csv")
-    p.set_defaults(func=_run_confusion)
+    _add_renders_command(subparsers, name, "per-class confusion of one renders.h5 on a segmentation scene -> CSV",
+                         'JSON {"segmentation": {...}} (the evaluate settings; query ignored)',
+                         "output confusion .csv", _run_confusion)
 
 
 def register_table(subparsers, name: str) -> None:
