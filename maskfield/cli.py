@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "maskfield.stages.evaluate:register_evaluate",
     "table": "maskfield.stages.evaluate:register_table",
     "confusion": "maskfield.stages.evaluate:register_confusion",
+    "objects": "maskfield.stages.evaluate:register_objects",
 }
 
 

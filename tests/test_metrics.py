@@ -1,5 +1,7 @@
 """maskfield.evaluate.metrics against independent computations (sklearn, cv2) and hand-made cases."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -186,3 +188,17 @@ def test_best_query_iou_by_hand():
     assert M.best_query_iou(np.zeros((0, 4, 4)), inst) == {1: 0.0, 2: 0.0}
     with pytest.raises(ValueError, match="instances"):
         M.best_query_iou(probs[:, :3], inst)
+
+
+def test_best_query_matches_name_the_neighbour_a_mask_spills_onto():
+    inst = np.zeros((4, 4), int)
+    inst[:, :2] = 1            # object 1: 8 px
+    inst[:2, 2:] = 2           # object 2: 4 px
+    probs = np.zeros((2, 4, 4), np.float32)
+    probs[0, :, :3] = 0.9      # object 1 plus 2 px of object 2 and 2 px of nothing
+    probs[1, 0, 2] = 0.9       # 1 px of object 2
+    got = {m.object: dataclasses.astuple(m) for m in M.best_query_matches(probs, inst)}
+    assert got[1] == pytest.approx((1, 8, 0, 8 / 12, 4, 0, 2, 2))  # spills 2 px onto object 2
+    # object 2: query 0 scores 2 / 14, query 1 scores 1 / 4 and covers nothing else
+    assert got[2] == pytest.approx((2, 4, 1, 0.25, 0, 3, 0, 0))
+    assert M.best_query_matches(np.zeros((0, 4, 4)), inst)[0] == M.BestQuery(1, 8, -1, 0.0, 0, 8, 0, 0)

@@ -13,7 +13,7 @@ from maskfield.io.masks import MaskSet, write_embeddings, write_masks
 from maskfield.io.renders import Renders, ViewPrediction, read_renders, write_renders
 from maskfield.errors import MaskfieldError
 from maskfield.infer.segmentation import SegmentationSettings
-from maskfield.stages.evaluate import InferenceSettings, confusion, confusion_rows, evaluate, render_teacher
+from maskfield.stages.evaluate import InferenceSettings, confusion, confusion_rows, evaluate, objects, render_teacher
 from maskfield.teachers.text import load_text_encoder
 
 MODEL = "simulated:dim=512:seed=0"
@@ -266,3 +266,38 @@ def test_evaluate_reports_mask_quality_where_objects_are_known(tmp_path):
     assert values["best_query_iou/stuff"] == pytest.approx(5 / 20)
     assert values["best_query_iou"] == pytest.approx((1.0 + 10 / 15 + 5 / 20) / 3)
     assert values["n_objects"] == 6
+
+
+def test_objects_table_tells_a_merge_from_a_clean_mask(tmp_path, caplog):
+    """Per (view, object): the best mask, its IoU, false positives/negatives and the neighbour it
+    spills onto; the log names the worst objects and the merge. A scene without instance maps is
+    refused with one sentence and nothing written."""
+    from maskfield.data.scene import SceneHierarchy
+
+    scene, planes = make_scene("replica", "segmentation")
+    bare = write_renders(tmp_path / "bare.h5", perfect_renders(scene, planes, scene.class_prompts))
+    with pytest.raises(MaskfieldError, match="no ground-truth instance maps"):
+        objects(scene, bare, tmp_path / "bare.csv")
+    assert not (tmp_path / "bare.csv").exists()
+
+    inst = np.zeros((4, H, W), np.int32)
+    inst[:, :, :10], inst[:, :, 10:20], inst[:, :, 20:] = 1, 2, 3
+    scene.hierarchy = SceneHierarchy(inst, {1: "red apple", 2: "green chair", 3: "blue mug"}, stuff_classes=("blue mug",))
+    r = perfect_renders(scene, planes, scene.class_prompts)
+    for vp in r.views:  # query 1 covers object 2 and half of object 3; object 3 has no mask of its own
+        vp.probs = vp.probs.copy()
+        vp.probs[1, :, 20:25] = 1.0
+        vp.probs[2] = 0.0
+    with caplog.at_level("INFO", logger="maskfield"):
+        df = pd.read_csv(objects(scene, write_renders(tmp_path / "r.h5", r), tmp_path / "o.csv"), dtype={"view": str})
+    assert len(df) == 6 and set(df["view"]) == {scene.view_names[v] for v in scene.test_ids}
+    first = df[df["view"] == df["view"].iloc[0]].set_index("object")
+    a = H * 10  # each object is a 10-column band
+    assert first.loc[1, ["query", "iou", "false_positive", "false_negative", "spill_object"]].tolist() == [0, 1.0, 0, 0, 0]
+    assert first.loc[2, ["query", "false_positive", "false_negative", "spill_object", "spill_pixels"]].tolist() == [1, a // 2, 0, 3, a // 2]
+    assert first.loc[2, "iou"] == pytest.approx(10 / 15)
+    assert first.loc[3, ["kind", "query", "false_positive", "false_negative", "spill_class"]].tolist() == ["stuff", 1, a, a // 2, "green chair"]
+    assert first.loc[3, "iou"] == pytest.approx(5 / 20)
+    worst = [m for m in caplog.messages if "best-query IoU" in m]
+    assert "blue mug #3: best-query IoU 0.250 over 2 views" in worst[0] and "also covers green chair #2" in worst[0]
+    assert df["iou"].mean() == pytest.approx((1.0 + 10 / 15 + 5 / 20) / 3)  # the evaluate rule's best_query_iou

@@ -121,3 +121,19 @@ def test_confusion_target_runs_alone_and_sums_to_the_metrics(finished_run):
     acc = metrics.loc[metrics.metric == "acc", "value"].iloc[0]
     diagonal = conf.loc[conf["gt"] == conf["predicted"], "pixels"].sum()
     assert diagonal / conf["pixels"].sum() == pytest.approx(acc)
+
+
+def test_objects_target_runs_alone_and_averages_to_the_metrics(finished_run):
+    """The on-demand per-object rule needs only the renders, and its rows average to the evaluate
+    rule's best-query IoU (one row per test view and object)."""
+    w = finished_run
+    target = "results/objects/synthetic/room/maskfield-nerf.csv"
+    dry = snakemake(w, target, "--configfile", str(TINY), "--dry-run")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert set(re.findall(r"^(?:local)?rule (\w+):", dry.stdout, re.M)) == {"objects"}, dry.stdout[-3000:]
+    run = snakemake(w, target, "--configfile", str(TINY))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = pd.read_csv(w / target)
+    metrics = pd.read_csv(w / "results/metrics/synthetic/room/maskfield-nerf.csv").set_index("metric")["value"]
+    assert len(rows) == metrics["n_objects"] and rows["iou"].mean() == pytest.approx(metrics["best_query_iou"])
+    assert "best-query IoU" in (w / "logs/objects/synthetic/room/maskfield-nerf.log").read_text()

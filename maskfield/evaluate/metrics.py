@@ -215,6 +215,29 @@ def best_query_iou(probs: np.ndarray, instances: np.ndarray, threshold: float = 
     Returns:
         object id -> best IoU (0 when there is no mask at all).
     """
+    return {m.object: m.iou for m in best_query_matches(probs, instances, threshold)}
+
+
+@dataclass
+class BestQuery:
+    """How well the best-matching predicted mask covers one ground-truth object of a view."""
+
+    object: int
+    area: int  # the object's pixels
+    query: int  # index of the best mask (-1: no mask at all)
+    iou: float
+    false_positive: int  # pixels of the best mask outside the object
+    false_negative: int  # pixels of the object outside the best mask
+    spill_object: int  # the other object with most pixels inside the best mask (0: none)
+    spill_pixels: int  # its pixels inside the best mask
+
+
+def best_query_matches(probs: np.ndarray, instances: np.ndarray, threshold: float = 0.5) -> list[BestQuery]:
+    """`best_query_iou` with the details behind each number, per object (sorted by id).
+
+    `spill_object` tells a merge (one mask over two objects: the wall next to it, the books
+    beside it) from a boundary error (the false positives spread over background pixels).
+    """
     probs = np.asarray(probs)
     instances = np.asarray(instances)
     if probs.ndim != 3 or probs.shape[1:] != instances.shape:
@@ -222,7 +245,20 @@ def best_query_iou(probs: np.ndarray, instances: np.ndarray, threshold: float = 
     objects = [int(i) for i in np.unique(instances) if i > 0]
     pred = (probs > threshold).reshape(len(probs), instances.size).astype(np.float32)  # [Q, HW]
     gt = (instances.reshape(1, -1) == np.reshape(objects, (-1, 1))).astype(np.float32)  # [O, HW]
-    inter = pred @ gt.T  # [Q, O]
-    union = pred.sum(axis=1)[:, None] + gt.sum(axis=1)[None] - inter
-    best = (inter / np.maximum(union, 1)).max(axis=0) if len(pred) else np.zeros(len(objects))
-    return {i: float(b) for i, b in zip(objects, best)}
+    inter = pred @ gt.T  # [Q, O]: also each mask's pixels on every other object
+    areas = gt.sum(axis=1)
+    out = []
+    for k, obj in enumerate(objects):
+        if not len(pred):
+            out.append(BestQuery(obj, int(areas[k]), -1, 0.0, 0, int(areas[k]), 0, 0))
+            continue
+        union = pred.sum(axis=1) + areas[k] - inter[:, k]
+        iou = inter[:, k] / np.maximum(union, 1)
+        q = int(iou.argmax())
+        others = inter[q].copy()
+        others[k] = 0
+        j = int(others.argmax()) if len(objects) > 1 else k
+        spill = (objects[j], int(others[j])) if others[j] > 0 else (0, 0)
+        out.append(BestQuery(obj, int(areas[k]), q, float(iou[q]), int(pred[q].sum() - inter[q, k]),
+                             int(areas[k] - inter[q, k]), *spill))
+    return out

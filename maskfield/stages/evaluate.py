@@ -168,6 +168,18 @@ def query_metrics(scene, preds: dict[int, ViewPrediction], text: dict[str, np.nd
     return out, len(views)
 
 
+def _test_view_instances(scene, preds: dict[int, ViewPrediction]):
+    """(view, [H, W] instance map, [Q, H, W] probabilities at its size) of each rendered test view."""
+    for v in (int(v) for v in scene.test_ids):
+        if v not in preds:
+            continue
+        inst = np.asarray(scene.hierarchy.instance_maps[v])
+        probs = np.asarray(preds[v].probs, np.float32)
+        if probs.shape[1:] != inst.shape:
+            probs = resize_bilinear(probs, inst.shape)
+        yield v, inst, probs
+
+
 def mask_quality_metrics(scene, preds: dict[int, ViewPrediction]) -> list[Metric]:
     """Best-query IoU over the ground-truth objects of the test views (scenes with instance maps:
     synthetic, Replica): the mask field's own quality, before any text. Split into things and
@@ -177,13 +189,7 @@ def mask_quality_metrics(scene, preds: dict[int, ViewPrediction]) -> list[Metric
         return []
     stuff = set(h.stuff_classes)
     things, background = [], []
-    for v in (int(v) for v in scene.test_ids):
-        if v not in preds:
-            continue
-        inst = np.asarray(h.instance_maps[v])
-        probs = np.asarray(preds[v].probs, np.float32)
-        if probs.shape[1:] != inst.shape:
-            probs = resize_bilinear(probs, inst.shape)
+    for _, inst, probs in _test_view_instances(scene, preds):
         for obj, iou in M.best_query_iou(probs, inst).items():
             (background if h.instance_class.get(obj) in stuff else things).append(iou)
     if not things and not background:
@@ -300,6 +306,69 @@ def confusion(scene, renders_path: str | os.PathLike, settings: SegmentationSett
     return Path(out)
 
 
+# ---------------------------------------------------------------- objects
+
+
+OBJECT_COLUMNS = ["dataset", "scene", "method", "view", "object", "class", "kind", "area", "query", "iou",
+                  "false_positive", "false_negative", "spill_object", "spill_class", "spill_pixels"]
+MERGE_SHARE = 0.25
+"""A best mask with at least this share of the object's area on one other object is a merge."""
+
+
+def object_rows(scene, preds: dict[int, ViewPrediction]) -> pd.DataFrame:
+    """One row per (test view, ground-truth object): its best-matching mask (`best_query_matches`)."""
+    h = scene.hierarchy
+    stuff = set(h.stuff_classes)
+    rows = []
+    for v, inst, probs in _test_view_instances(scene, preds):
+        for m in M.best_query_matches(probs, inst):
+            cls = h.instance_class.get(m.object, "")
+            rows.append({"view": scene.view_names[v], "object": m.object, "class": cls,
+                         "kind": "stuff" if cls in stuff else "thing", "area": m.area, "query": m.query,
+                         "iou": m.iou, "false_positive": m.false_positive, "false_negative": m.false_negative,
+                         "spill_object": m.spill_object, "spill_class": h.instance_class.get(m.spill_object, ""),
+                         "spill_pixels": m.spill_pixels})
+    return pd.DataFrame(rows, columns=OBJECT_COLUMNS[3:])
+
+
+def worst_objects(df: pd.DataFrame, n: int = 5) -> list[str]:
+    """Lines on the n objects with the lowest mean best-query IoU, naming merges where they happen."""
+    lines = []
+    for obj, g in sorted(df.groupby("object"), key=lambda kv: kv[1]["iou"].mean())[:n]:
+        merged = g[g["spill_pixels"] >= MERGE_SHARE * g["area"]]
+        line = (f"{g['class'].iloc[0]} #{obj}: best-query IoU {g['iou'].mean():.3f} over {len(g)} view{'' if len(g) == 1 else 's'}, "
+                f"false positives {g['false_positive'].sum() / g['area'].sum():.0%} / negatives "
+                f"{g['false_negative'].sum() / g['area'].sum():.0%} of its area")
+        if len(merged):
+            top = merged.groupby(["spill_object", "spill_class"]).size().idxmax()
+            line += f"; in {len(merged)} view(s) its best mask also covers {top[1]} #{top[0]}"
+        lines.append(line)
+    return lines
+
+
+def objects(scene, renders_path: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Per test view and ground-truth object, how the best-matching mask covers it, as a CSV.
+
+    The diagnostic behind a low best-query IoU: which objects, and whether their best mask spills
+    onto one neighbour (a merge: two objects share a query) or over the background (a boundary or
+    geometry error). Needs instance maps (synthetic scenes, Replica)."""
+    if scene.hierarchy is None:
+        raise MaskfieldError(f"scene {scene.name} has no ground-truth instance maps; the per-object table needs "
+                             f"them (synthetic scenes and Replica have them).")
+    renders, _ = _read_for_scene(scene, renders_path)
+    df = object_rows(scene, _by_view(renders, len(scene), str(renders_path)))
+    if df.empty:
+        raise MaskfieldError(f"{renders_path} has no test view with ground-truth objects; rerun the `render` rule.")
+    for line in worst_objects(df):
+        log.info("%s/%s: %s", scene.dataset, scene.name, line)
+    df.insert(0, "method", str(renders.attrs.get("method", "unknown")))
+    df.insert(0, "scene", scene.name)
+    df.insert(0, "dataset", scene.dataset)
+    with atomic_path(out) as tmp:
+        df[OBJECT_COLUMNS].to_csv(tmp, index=False)
+    return Path(out)
+
+
 # ---------------------------------------------------------------- table
 
 
@@ -351,6 +420,12 @@ def _run_confusion(args: argparse.Namespace) -> None:
     confusion(scene_from_args(args), args.renders, settings.segmentation, args.out)
 
 
+def _run_objects(args: argparse.Namespace) -> None:
+    from maskfield.stages.common import scene_from_args
+
+    objects(scene_from_args(args), args.renders, args.out)
+
+
 def _run_table(args: argparse.Namespace) -> None:
     table(args.metrics, args.out, tuple(args.columns) if args.columns else None)
 
@@ -366,14 +441,16 @@ def register_render_teacher(subparsers, name: str) -> None:
     p.set_defaults(func=_run_render_teacher)
 
 
-def _add_renders_command(subparsers, name: str, help: str, settings_help: str, out_help: str, func) -> None:
-    """A command over one renders.h5 of a scene: scene flags, --renders, --settings, --out."""
+def _add_renders_command(subparsers, name: str, help: str, settings_help: str | None, out_help: str, func) -> None:
+    """A command over one renders.h5 of a scene: scene flags, --renders, --settings (unless
+    settings_help is None), --out."""
     from maskfield.stages.common import add_scene_args
 
     p = subparsers.add_parser(name, help=help)
     add_scene_args(p)
     p.add_argument("--renders", required=True, help="renders .h5 of one method")
-    p.add_argument("--settings", default="{}", help=settings_help)
+    if settings_help is not None:
+        p.add_argument("--settings", default="{}", help=settings_help)
     p.add_argument("--out", required=True, help=out_help)
     p.set_defaults(func=func)
 
@@ -387,6 +464,11 @@ def register_confusion(subparsers, name: str) -> None:
     _add_renders_command(subparsers, name, "per-class confusion of one renders.h5 on a segmentation scene -> CSV",
                          'JSON {"segmentation": {...}} (the evaluate settings; query ignored)',
                          "output confusion .csv", _run_confusion)
+
+
+def register_objects(subparsers, name: str) -> None:
+    _add_renders_command(subparsers, name, "per-object best-query IoU of one renders.h5 (merges, boundary errors) -> CSV",
+                         None, "output objects .csv", _run_objects)
 
 
 def register_table(subparsers, name: str) -> None:

@@ -106,3 +106,25 @@ rule confusion:
     shell:
         "maskfield confusion {params.scene} --renders {input.renders} --settings {params.settings} "
         "--out {output} > {log} 2>&1"
+
+
+# On demand, like `confusion`: per test view and ground-truth object, how its best-matching mask
+# covers it (merges vs boundary errors), for scenes with instance maps. Nothing upstream reruns.
+rule objects:
+    input:
+        scene=get_scene_input,
+        renders="results/renders/{dataset}/{scene}/{method}.h5",
+        code=code("evaluate/metrics.py", "stages/evaluate.py"),
+    output:
+        "results/objects/{dataset}/{scene}/{method}.csv",
+    params:
+        scene=get_scene_flags,
+    log:
+        "logs/objects/{dataset}/{scene}/{method}.log",
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../../envs/maskfield.yaml"
+    shell:
+        "maskfield objects {params.scene} --renders {input.renders} --out {output} > {log} 2>&1"
