@@ -105,16 +105,22 @@ def test_mask_quality_table_scores_every_scene_and_method(finished_run):
     assert table["mean/bestQ things"].notna().all() and table["mean/bestQ stuff"].notna().all()
 
 
+def run_alone(workdir: Path, target: str, rule: str) -> None:
+    """Build an on-demand target of a finished run: the dry run plans `rule` alone (nothing upstream
+    reruns), then the real run succeeds."""
+    dry = snakemake(workdir, target, "--configfile", str(TINY), "--dry-run")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert set(re.findall(r"^(?:local)?rule (\w+):", dry.stdout, re.M)) == {rule}, dry.stdout[-3000:]
+    run = snakemake(workdir, target, "--configfile", str(TINY))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
 def test_confusion_target_runs_alone_and_sums_to_the_metrics(finished_run):
     """The on-demand confusion rule needs only the renders (no upstream job reruns), and its
     diagonal share of each class is that class's recall: pixel accuracy = diagonal / total."""
     w = finished_run
     target = "results/confusion/synthetic/room/maskfield-nerf.csv"
-    dry = snakemake(w, target, "--configfile", str(TINY), "--dry-run")
-    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
-    assert set(re.findall(r"^(?:local)?rule (\w+):", dry.stdout, re.M)) == {"confusion"}, dry.stdout[-3000:]
-    run = snakemake(w, target, "--configfile", str(TINY))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_alone(w, target, "confusion")
     conf = pd.read_csv(w / target)
     assert conf.groupby("gt")["share_of_gt"].sum().round(9).eq(1).all()
     metrics = pd.read_csv(w / "results/metrics/synthetic/room/maskfield-nerf.csv")
@@ -128,11 +134,7 @@ def test_objects_target_runs_alone_and_averages_to_the_metrics(finished_run):
     rule's best-query IoU (one row per test view and object)."""
     w = finished_run
     target = "results/objects/synthetic/room/maskfield-nerf.csv"
-    dry = snakemake(w, target, "--configfile", str(TINY), "--dry-run")
-    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
-    assert set(re.findall(r"^(?:local)?rule (\w+):", dry.stdout, re.M)) == {"objects"}, dry.stdout[-3000:]
-    run = snakemake(w, target, "--configfile", str(TINY))
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_alone(w, target, "objects")
     rows = pd.read_csv(w / target)
     metrics = pd.read_csv(w / "results/metrics/synthetic/room/maskfield-nerf.csv").set_index("metric")["value"]
     assert len(rows) == metrics["n_objects"] and rows["iou"].mean() == pytest.approx(metrics["best_query_iou"])

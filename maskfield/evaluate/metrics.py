@@ -246,19 +246,17 @@ def best_query_matches(probs: np.ndarray, instances: np.ndarray, threshold: floa
     pred = (probs > threshold).reshape(len(probs), instances.size).astype(np.float32)  # [Q, HW]
     gt = (instances.reshape(1, -1) == np.reshape(objects, (-1, 1))).astype(np.float32)  # [O, HW]
     inter = pred @ gt.T  # [Q, O]: also each mask's pixels on every other object
-    areas = gt.sum(axis=1)
+    areas, pred_areas = gt.sum(axis=1), pred.sum(axis=1)
+    if not len(pred):
+        return [BestQuery(obj, int(a), -1, 0.0, 0, int(a), 0, 0) for obj, a in zip(objects, areas)]
     out = []
     for k, obj in enumerate(objects):
-        if not len(pred):
-            out.append(BestQuery(obj, int(areas[k]), -1, 0.0, 0, int(areas[k]), 0, 0))
-            continue
-        union = pred.sum(axis=1) + areas[k] - inter[:, k]
-        iou = inter[:, k] / np.maximum(union, 1)
+        iou = inter[:, k] / np.maximum(pred_areas + areas[k] - inter[:, k], 1)
         q = int(iou.argmax())
         others = inter[q].copy()
         others[k] = 0
-        j = int(others.argmax()) if len(objects) > 1 else k
+        j = int(others.argmax())
         spill = (objects[j], int(others[j])) if others[j] > 0 else (0, 0)
-        out.append(BestQuery(obj, int(areas[k]), q, float(iou[q]), int(pred[q].sum() - inter[q, k]),
+        out.append(BestQuery(obj, int(areas[k]), q, float(iou[q]), int(pred_areas[q] - inter[q, k]),
                              int(areas[k] - inter[q, k]), *spill))
     return out

@@ -234,17 +234,29 @@ def _encode(encoder, phrases: list[str], renders: Renders, where: str) -> np.nda
     return feats
 
 
-def _read_for_scene(scene, renders_path: str | os.PathLike):
-    """(renders, text encoder) of a renders file, checked against the scene."""
+def _read_renders_of(scene, renders_path: str | os.PathLike) -> Renders:
+    """A renders file, checked to be of `scene`."""
     # teacher-2d.h5 comes from `render_teacher`, every other method's renders from `render`.
     renders = read_renders(renders_path, "render_teacher" if Path(renders_path).stem == "teacher-2d" else "render")
-    model_id = renders.attrs.get("text_model")
-    if not model_id:
-        raise MaskfieldError(f"renders file {renders_path} has no `text_model` attr; rerun the rule that renders it.")
     if renders.attrs.get("scene", scene.name) != scene.name:
         raise MaskfieldError(f"renders file {renders_path} is for scene {renders.attrs['scene']!r}, "
                              f"not {scene.name!r}; check the rule's input paths.")
+    return renders
+
+
+def _read_for_scene(scene, renders_path: str | os.PathLike):
+    """(renders, text encoder) of a renders file, checked against the scene."""
+    renders = _read_renders_of(scene, renders_path)
+    model_id = renders.attrs.get("text_model")
+    if not model_id:
+        raise MaskfieldError(f"renders file {renders_path} has no `text_model` attr; rerun the rule that renders it.")
     return renders, _load_encoder(str(model_id))
+
+
+def _with_run_columns(df: pd.DataFrame, scene, renders: Renders) -> pd.DataFrame:
+    """`df` with dataset, scene and method columns in front (the diagnostic CSVs' first columns)."""
+    run = {"dataset": scene.dataset, "scene": scene.name, "method": str(renders.attrs.get("method", "unknown"))}
+    return df.assign(**run)[[*run, *df.columns]]
 
 
 def evaluate(scene, renders_path: str | os.PathLike, settings: InferenceSettings, out: str | os.PathLike) -> Path:
@@ -292,10 +304,7 @@ def confusion(scene, renders_path: str | os.PathLike, settings: SegmentationSett
     preds = _by_view(renders, len(scene), str(renders_path))
     text = _encode(encoder, scene.class_prompts, renders, str(renders_path))
     _, gts, labels = segment_test_views(scene, preds, text, settings, str(renders_path))
-    df = confusion_rows(list(scene.class_prompts), gts, labels)
-    df.insert(0, "method", str(renders.attrs.get("method", "unknown")))
-    df.insert(0, "scene", scene.name)
-    df.insert(0, "dataset", scene.dataset)
+    df = _with_run_columns(confusion_rows(list(scene.class_prompts), gts, labels), scene, renders)
     df["settings"] = json.dumps(to_dict(settings), sort_keys=True)
     off = df[df["gt"] != df["predicted"]].sort_values("share_of_gt", ascending=False, kind="stable")
     for _, row in off.head(5).iterrows():
@@ -355,15 +364,13 @@ def objects(scene, renders_path: str | os.PathLike, out: str | os.PathLike) -> P
     if scene.hierarchy is None:
         raise MaskfieldError(f"scene {scene.name} has no ground-truth instance maps; the per-object table needs "
                              f"them (synthetic scenes and Replica have them).")
-    renders, _ = _read_for_scene(scene, renders_path)
+    renders = _read_renders_of(scene, renders_path)  # masks alone: no text model needed
     df = object_rows(scene, _by_view(renders, len(scene), str(renders_path)))
     if df.empty:
         raise MaskfieldError(f"{renders_path} has no test view with ground-truth objects; rerun the `render` rule.")
     for line in worst_objects(df):
         log.info("%s/%s: %s", scene.dataset, scene.name, line)
-    df.insert(0, "method", str(renders.attrs.get("method", "unknown")))
-    df.insert(0, "scene", scene.name)
-    df.insert(0, "dataset", scene.dataset)
+    df = _with_run_columns(df, scene, renders)
     with atomic_path(out) as tmp:
         df[OBJECT_COLUMNS].to_csv(tmp, index=False)
     return Path(out)
