@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -28,9 +30,10 @@ COMMANDS: dict[str, str] = {
     "geometry": "maskfield.stages.rgb:register_geometry",
     "train-mask": "maskfield.stages.mask:register_train_mask",
     "render": "maskfield.stages.mask:register_render",
-    "render-teacher": "maskfield.stages.evaluate:register_render_teacher",
+    "encode-text": "maskfield.stages.text:register_encode_text",
+    "render-teacher": "maskfield.stages.teacher2d:register_render_teacher",
     "evaluate": "maskfield.stages.evaluate:register_evaluate",
-    "table": "maskfield.stages.evaluate:register_table",
+    "table": "maskfield.stages.table:register_table",
     "confusion": "maskfield.stages.evaluate:register_confusion",
     "objects": "maskfield.stages.evaluate:register_objects",
 }
@@ -59,8 +62,31 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+IMPORT_LOG = "MASKFIELD_IMPORT_LOG"
+"""Environment variable: a file to which each command appends one JSON line naming the maskfield
+modules it imported (what a rule's code inputs must cover; the workflow tests read it)."""
+
+
+def record_imports(command: str | None, argv: list[str]) -> None:
+    """Append the maskfield source files this process imported to $MASKFIELD_IMPORT_LOG, if set."""
+    path = os.environ.get(IMPORT_LOG)
+    if not path:
+        return
+    files = sorted({m.__file__ for name, m in list(sys.modules.items())
+                    if (name == "maskfield" or name.startswith("maskfield.")) and getattr(m, "__file__", None)})
+    with open(path, "a") as f:
+        f.write(json.dumps({"command": command, "argv": argv, "files": files}) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    finally:
+        record_imports(next((a for a in argv if not a.startswith("-")), None), argv)
+
+
+def _main(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
     args = parser.parse_args(argv)

@@ -33,7 +33,8 @@ from maskfield.evaluate.metrics import best_query_iou  # noqa: E402
 from maskfield.io.geometry import GeometryCache, read_geometry, write_geometry  # noqa: E402
 from maskfield.io.renders import read_renders  # noqa: E402
 from maskfield.settings import parse_settings  # noqa: E402
-from maskfield.stages.mask import MaskSettings, render, train_mask  # noqa: E402
+from maskfield.backends.nerf.feature_field import NerfMaskSettings as MaskSettings  # noqa: E402
+from maskfield.stages.mask import render, train_mask  # noqa: E402
 
 
 def load_synthetic(layout: str, workdir: Path):
@@ -78,8 +79,6 @@ def bench(layout: str, workdir: Path, args) -> dict:
     masks, emb = teacher_caches(scene, workdir)
     geometry = exact_geometry(scene, workdir / "geometry-nerf.h5", args.downscale)
     s = parse_settings(MaskSettings, args.settings)
-    if "threads" not in json.loads(args.settings):
-        s.threads = args.threads  # train_mask applies settings.threads itself
     t = time.perf_counter()
     ckpt = train_mask(scene, geometry, masks, emb, workdir / "maskfield-nerf.pt", s, progress=False)
     seconds = time.perf_counter() - t
@@ -97,7 +96,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layouts", nargs="+", default=["replica", "ovs3d", "lerf_mask"])
     p.add_argument("--settings", default="{}", help="JSON MaskSettings")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the stage default is 1; see MaskSettings.threads)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's mask_field jobs get their rule's threads)")
     p.add_argument("--downscale", type=int, default=2, help="geometry cache at 1/downscale of the images")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -28,8 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from maskfield.data.cameras import project_points, unproject_depth  # noqa: E402
-from maskfield.fields.geometry_cache import GeometrySettings, build_geometry  # noqa: E402
-from maskfield.fields.train_rgb import TrainRGBSettings, evaluate_rgb, train_rgb  # noqa: E402
+from maskfield.backends.nerf.geometry_cache import GeometrySettings, build_geometry  # noqa: E402
+from maskfield.backends.nerf.train_rgb import TrainRGBSettings, evaluate_rgb, train_rgb  # noqa: E402
 from maskfield.settings import from_dict  # noqa: E402
 
 
@@ -127,9 +127,9 @@ def extent(scene) -> float:
 def median_depth_errors(tf, scene) -> tuple[torch.Tensor, torch.Tensor]:
     """Per GT-depth pixel of the test views: |median-surface depth - GT| (the point the mask field
     is trained at with `surface: median`), and the ray's opacity."""
-    from maskfield.fields.geometry_cache import median_sample
-    from maskfield.fields.rendering import render_weights
-    from maskfield.fields.train_rgb import view_rays
+    from maskfield.backends.nerf.geometry_cache import median_sample
+    from maskfield.backends.nerf.rendering import render_weights
+    from maskfield.backends.nerf.train_rgb import view_rays
 
     errs, opacity = [], []
     for v in scene.test_ids:

@@ -10,7 +10,7 @@ from maskfield.distill.losses import LossSettings, pixel_criterion
 from maskfield.distill.mask_field import HeadSettings, MaskField, QueryHeads
 from maskfield.distill.matching import Matching, neg_log_sigmoid
 from maskfield.distill.train import TrainSettings, cache_targets, param_groups
-from maskfield.fields.feature_field import FeatureFieldSettings, NerfFeatureField
+from maskfield.backends.nerf.feature_field import FeatureFieldSettings, NerfFeatureField
 from maskfield.fields.triplane import TriPlane
 from test_distill_field import tiny_cache
 

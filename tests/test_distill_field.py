@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from maskfield.distill.mask_field import FeatureBackend, HeadSettings, MaskField, QueryHeads, fourier_ids
-from maskfield.fields.feature_field import (FeatureFieldSettings, NerfFeatureField, composite,
+from maskfield.backends.nerf.feature_field import (FeatureFieldSettings, NerfFeatureField, composite,
                                             frequency_encoding)
 from maskfield.io.geometry import GeometryCache
 

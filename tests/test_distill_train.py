@@ -12,12 +12,14 @@ from maskfield.distill.mask_field import HeadSettings, MaskField, QueryHeads
 import maskfield.distill.train as train_module
 from maskfield.distill.train import TrainSettings, ViewTargets, train_mask_field
 from maskfield.errors import MaskfieldError
-from maskfield.fields.feature_field import FeatureFieldSettings, NerfFeatureField
+from maskfield.backends.nerf.feature_field import FeatureFieldSettings, NerfFeatureField
 from maskfield.io.geometry import write_geometry
 from maskfield.io.masks import MaskSet, write_embeddings, write_masks
 from maskfield.io.renders import read_renders
 from maskfield.settings import from_dict
-from maskfield.stages.mask import MaskSettings, render, train_mask
+from maskfield.backends.nerf.feature_field import NerfMaskSettings as MaskSettings
+from maskfield.io.checkpoints import load_checkpoint
+from maskfield.stages.mask import render, train_mask
 from test_distill_toy import best_query_iou, toy_scene
 
 
@@ -70,7 +72,7 @@ def test_training_makes_held_out_masks_match_the_objects(toy, exclusive, monkeyp
 
 
 def test_exclusivity_needs_render_supervision(toy):
-    with pytest.raises(ValueError, match="exclusive needs train.supervision 'render'"):
+    with pytest.raises(MaskfieldError, match="exclusive needs train.supervision 'render'"):
         train_mask_field(make_model(toy), targets(toy), TrainSettings(iterations=2, supervision="mask"),
                          loss=LossSettings(exclusive=0.2), progress=False)
 
@@ -111,7 +113,7 @@ def files(toy, tmp_path_factory):
 
 def test_checkpoint_loads_with_weights_only(files):
     d, scene, ckpt = files
-    state = torch.load(ckpt, weights_only=True)
+    state = load_checkpoint(ckpt, "mask-field checkpoint", "mask_field")
     cfg = state["config"]
     assert (cfg["method"], cfg["backend"], cfg["teacher"], cfg["text_model"]) == ("maskfield", "nerf", "simulated", "simulated")
     assert (cfg["dataset"], cfg["scene"], cfg["n_queries"], cfg["mask_dim"], cfg["sem_dim"]) == ("synthetic", "toy", 16, 16, 8)

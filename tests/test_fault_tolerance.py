@@ -25,6 +25,7 @@ import torch
 
 from maskfield.cli import main
 from maskfield.data import load_scene
+from maskfield.io.checkpoints import save_checkpoint
 from maskfield.io.geometry import GeometryCache, write_geometry
 from maskfield.io.masks import read_embeddings, read_masks
 from maskfield.io.renders import Renders, ViewPrediction, write_renders
@@ -199,9 +200,8 @@ def artifacts(synthetic_scene_dirs, tmp_path_factory):
     for name in ("maskfield-nerf.h5", "teacher-2d.h5"):
         write_renders(d / name, Renders([ViewPrediction("rgb_0", 0, probs, np.ones((3, 32)))],
                                         {"method": name[:-3], "text_model": "simulated:dim=32:seed=0"}))
-    state = {"format_version": 1, "config": {"scene": "replica"}, "w": torch.randn(4000)}
-    torch.save(state, d / "maskfield-nerf.pt")
-    torch.save({"config": {"backend": "nerf"}, "field": {"w": torch.randn(4000)}}, d / "rgb-nerf.pt")
+    save_checkpoint({"format_version": 2, "config": {"scene": "replica"}, "w": torch.randn(4000)}, d / "maskfield-nerf.pt")
+    save_checkpoint({"config": {"backend": "nerf"}, "field": {"w": torch.randn(4000)}}, d / "rgb-nerf.pt")
     return {"dir": d, "scene": scene}
 
 
@@ -301,3 +301,36 @@ def test_failing_job_is_reported_and_retried(tmp_path):
     assert (tmp_path / log).read_text().strip().splitlines()[-1].startswith(sentence)
     assert not (tmp_path / target).exists()
 
+
+
+def flip_tensor_bytes(src: Path, dst: Path, n: int = 8) -> Path:
+    """A copy of a torch checkpoint with `n` bytes inverted inside its largest tensor's data:
+    the file stays a readable zip and pickle, only the numbers change."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    data = bytearray(src.read_bytes())
+    local = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little")
+    extra = int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    start = info.header_offset + 30 + local + extra + info.file_size // 2
+    for i in range(start, start + n):
+        data[i] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("artifact,rule,argv", [c for c in CASES if c[0].endswith(".pt")],
+                         ids=[c[0] for c in CASES if c[0].endswith(".pt")])
+def test_flipped_bytes_in_a_checkpoint_tensor_are_refused(artifacts, tmp_path, capsys, artifact, rule, argv):
+    """Damage inside the tensor data (a zip and pickle that still load) fails the checksum."""
+    d = artifacts["dir"]
+    bad = flip_tensor_bytes(d / artifact, tmp_path / artifact)
+    torch.load(bad, weights_only=True)  # torch itself accepts the damaged file
+    out = tmp_path / "out.h5"
+    args = [str(bad) if a == "BAD" else str(out) if a == "OUT" else str(d / a) if (d / a).exists() else a for a in argv]
+    capsys.readouterr()
+    assert main([args[0], *artifacts["scene"], *args[1:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(bad) in err and "is corrupted: its tensors do not match the checksum" in err and f"`{rule}`" in err, err
+    assert not out.exists()

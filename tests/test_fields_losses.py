@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from maskfield.fields.nerf import FieldConfig, RadianceField
-from maskfield.fields.rendering import distortion_loss, opacity_entropy
-from maskfield.fields.samplers import OccupancyGrid
+from maskfield.backends.nerf.nerf import FieldConfig, RadianceField
+from maskfield.backends.nerf.rendering import distortion_loss, opacity_entropy
+from maskfield.backends.nerf.samplers import OccupancyGrid
 
 
 def brute_distortion(w: torch.Tensor, u: torch.Tensor, du: float) -> torch.Tensor:

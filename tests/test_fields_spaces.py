@@ -6,9 +6,9 @@ import torch
 
 from fields_scenes import plane_scene
 from maskfield.data.cameras import camera_rays
-from maskfield.fields.rendering import compositing_weights, expected_depth
-from maskfield.fields.samplers import inside_box, sample_rays
-from maskfield.fields.spaces import contract, ray_ranges, scene_space
+from maskfield.backends.nerf.rendering import compositing_weights, expected_depth
+from maskfield.backends.nerf.samplers import inside_box, sample_rays
+from maskfield.backends.nerf.spaces import contract, ray_ranges, scene_space
 
 
 def test_contraction_inner_identity_outer_to_unit_box():

@@ -9,10 +9,11 @@ import torch
 
 from fields_scenes import plane_scene
 from maskfield.errors import MaskfieldError
-from maskfield.fields.checkpoint import load_field
-from maskfield.fields.geometry_cache import GeometrySettings, build_geometry
-from maskfield.fields.nerf import FieldConfig
-from maskfield.fields.train_rgb import TrainRGBSettings, evaluate_rgb, render_view, train_rgb
+from maskfield.backends.nerf.checkpoint import load_field
+from maskfield.io.checkpoints import load_checkpoint, save_checkpoint
+from maskfield.backends.nerf.geometry_cache import GeometrySettings, build_geometry
+from maskfield.backends.nerf.nerf import FieldConfig
+from maskfield.backends.nerf.train_rgb import TrainRGBSettings, evaluate_rgb, render_view, train_rgb
 from maskfield.io.geometry import read_geometry
 from maskfield.stages.rgb import run_geometry, run_train_rgb
 
@@ -51,7 +52,7 @@ def test_training_is_deterministic_on_cpu():
 
 def test_checkpoint_round_trip_with_weights_only(trained):
     scene, path = trained
-    ckpt = torch.load(path, weights_only=True)
+    ckpt = load_checkpoint(path, "RGB checkpoint", "rgb_field")
     assert ckpt["config"]["backend"] == "nerf" and ckpt["config"]["scene"] == "plane"
     assert ckpt["config"]["space"]["kind"] == "ndc"
     tf = load_field(path, scene=scene)
@@ -88,9 +89,9 @@ def test_checkpoint_of_another_scene_or_backend_is_refused(trained, tmp_path):
     other.name = "desk"
     with pytest.raises(MaskfieldError, match="trained on scene"):
         load_field(path, scene=other)
-    ckpt = torch.load(path, weights_only=True)
+    ckpt = load_checkpoint(path, "RGB checkpoint", "rgb_field")
     ckpt["config"]["backend"] = "3dgs"
-    torch.save(ckpt, tmp_path / "rgb-3dgs.pt")
+    save_checkpoint(ckpt, tmp_path / "rgb-3dgs.pt")
     with pytest.raises(MaskfieldError, match="backend '3dgs'"):
         load_field(tmp_path / "rgb-3dgs.pt", scene=scene)
 
@@ -107,7 +108,7 @@ def test_bad_scenes_are_refused():
 
 
 def test_median_surface_is_the_half_weight_sample_of_each_ray(trained):
-    from maskfield.fields.geometry_cache import median_sample
+    from maskfield.backends.nerf.geometry_cache import median_sample
 
     w = torch.tensor([[0.1, 0.1, 0.5, 0.3], [0.6, 0.2, 0.1, 0.1], [0.0, 0.0, 0.0, 0.2]])
     assert median_sample(w).tolist() == [2, 0, 3]
@@ -126,7 +127,7 @@ def test_median_surface_is_the_half_weight_sample_of_each_ray(trained):
 
 
 def test_coarse_to_fine_schedule_and_bad_fractions():
-    from maskfield.fields.train_rgb import coarse_to_fine
+    from maskfield.backends.nerf.train_rgb import coarse_to_fine
 
     s = TrainRGBSettings(iterations=1000, field=FieldConfig(voxel_resolution=64, voxel_colour_resolution=48))
     assert coarse_to_fine(s) == ([250, 500], [(16, 12), (32, 24), (64, 48)])
@@ -137,8 +138,8 @@ def test_coarse_to_fine_schedule_and_bad_fractions():
 
 
 def test_voxel_upsampling_keeps_the_field_and_the_optimiser_takes_the_new_grids():
-    from maskfield.fields.nerf import RadianceField
-    from maskfield.fields.train_rgb import make_optimizer
+    from maskfield.backends.nerf.nerf import RadianceField
+    from maskfield.backends.nerf.train_rgb import make_optimizer
 
     torch.manual_seed(0)
     f = RadianceField(FieldConfig(voxel_resolution=8, voxel_colour_resolution=8))
@@ -160,7 +161,7 @@ def test_voxel_upsampling_keeps_the_field_and_the_optimiser_takes_the_new_grids(
 
 
 def test_median_depth_is_interpolated_inside_the_crossing_bin():
-    from maskfield.fields.geometry_cache import median_depth
+    from maskfield.backends.nerf.geometry_cache import median_depth
 
     t = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]])
     w = torch.tensor([[0.0, 1.0, 0.0, 0.0],  # all weight in bin [1.5, 2.5]: half of it at 2.0

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SLURM = REPO / "profiles" / "slurm" / "profile.yaml"
 DEFAULT = REPO / "profiles" / "default" / "profile.yaml"
 GPU_RULES = {"sam_masks", "clip_embeddings", "rgb_field", "geometry", "mask_field", "render"}
-CPU_RULES = {"synthesize_scene", "render_teacher", "evaluate", "table"}
+CPU_RULES = {"synthesize_scene", "text_embeddings", "render_teacher", "evaluate", "table"}
 
 
 def _workflow_rules() -> set[str]:

@@ -13,7 +13,11 @@ from maskfield.io.masks import MaskSet, write_embeddings, write_masks
 from maskfield.io.renders import Renders, ViewPrediction, read_renders, write_renders
 from maskfield.errors import MaskfieldError
 from maskfield.infer.segmentation import SegmentationSettings
-from maskfield.stages.evaluate import InferenceSettings, confusion, confusion_rows, evaluate, objects, render_teacher
+from maskfield.evaluate.diagnostics import confusion_rows
+from maskfield.evaluate.protocols import InferenceSettings
+from maskfield.io.text import write_text_features
+from maskfield.stages.evaluate import confusion, evaluate, objects
+from maskfield.stages.teacher2d import render_teacher
 from maskfield.teachers.text import load_text_encoder
 
 MODEL = "simulated:dim=512:seed=0"
@@ -23,7 +27,8 @@ H, W = 24, 30
 def make_scene(layout, task, V=4, test_ids=(1, 3)):
     cams = Cameras(np.tile(np.eye(3), (V, 1, 1)), np.tile(np.eye(4), (V, 1, 1)), W, H)
     scene = Scene(f"toy-{layout}", "toyset", layout, np.zeros((V, H, W, 3), np.uint8),
-                  [f"{i:02d}" for i in range(V)], cams, np.array([0, 2]), np.array(test_ids), task)
+                  [f"{i:02d}" for i in range(V)], cams, np.array([0, 2]), np.array(test_ids), task,
+                  protocol={"ovs3d": "3dovs", "replica": "replica", "lerf_mask": "lerf_mask"}[layout])
     planes = np.zeros((3, H, W), bool)
     planes[0, :, :10], planes[1, :, 10:20], planes[2, :, 20:] = True, True, True
     if task == "segmentation":
@@ -60,7 +65,7 @@ def test_evaluate_segmentation_perfect(tmp_path, layout, variant):
     row = df[df.metric == "miou"].iloc[0]
     assert (row.dataset, row.scene, row.method, row.backend, row.teacher, row.n_views) == \
         ("toyset", scene.name, "maskfield", "nerf", "simulated", 2)
-    assert json.loads(row.settings)["variant"] == variant
+    assert json.loads(row.settings)["segmentation"]["variant"] == variant and json.loads(row.settings)["protocol"] == scene.protocol
 
 
 def test_evaluate_segmentation_wrong_half(tmp_path):
@@ -199,13 +204,16 @@ class OneHotEncoder:
 
 
 @pytest.mark.parametrize("key", ["ovs3d", "replica", "lerf_mask"])
-def test_evaluate_cli_on_synthetic_scene(synthetic_scene_dirs, tmp_path, monkeypatch, key):
+def test_evaluate_cli_on_synthetic_scene(synthetic_scene_dirs, tmp_path, key):
     """`maskfield evaluate` through the real readers: GT planes as renders reach the protocol's ceiling."""
     from maskfield.data import load_scene
 
+    from maskfield.stages.text import scene_phrases
+
     enc = OneHotEncoder()
-    monkeypatch.setattr("maskfield.stages.evaluate._load_encoder", lambda model_id: enc)
     scene = load_scene(key, synthetic_scene_dirs[key], {})
+    phrases = scene_phrases(scene)
+    text = write_text_features(tmp_path / "text.h5", "onehot", phrases, enc(phrases))
     views = []
     for v in scene.test_ids:
         if scene.task == "segmentation":
@@ -219,7 +227,7 @@ def test_evaluate_cli_on_synthetic_scene(synthetic_scene_dirs, tmp_path, monkeyp
     out = tmp_path / "m.csv"
     settings = json.dumps({"query": {"mean_filter_size": 1}})  # masks of a few pixels: no smoothing
     argv = ["evaluate", "--layout", key, "--scene-dir", str(synthetic_scene_dirs[key]),
-            "--renders", str(renders), "--settings", settings, "--out", str(out)]
+            "--renders", str(renders), "--text", str(text), "--settings", settings, "--out", str(out)]
     assert main(argv) == 0
     values = dict(zip(*pd.read_csv(out)[["metric", "value"]].values.T))
     if key == "ovs3d":  # a class absent from a view scores 0 there (sklearn protocol): that is the ceiling

@@ -1,6 +1,12 @@
-"""The Snakemake workflow on a tiny synthetic config: end to end, then a threshold change that
-reruns only evaluation and tables (dry run and file modification times both show it)."""
+"""The Snakemake workflow on a tiny synthetic config: end to end; every rule's code inputs cover
+what its command imports, and an edit reruns exactly the rules that import the edited module; a
+threshold change reruns only the evaluations whose protocol reads it.
 
+The run uses a copy of `workflow/`, `envs/` and `maskfield/` (the rules execute the installed `maskfield`,
+identical to the copy), so that the rerun test can edit modules without touching the repository.
+"""
+
+import json
 import os
 import re
 import shutil
@@ -18,11 +24,11 @@ TARGET = "results/tables/synthetic.csv"
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     bin_dir = Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {}))
     cmd = [
-        str(bin_dir / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"),
+        str(bin_dir / "snakemake"), "--snakefile", str(workdir / "src" / "workflow" / "Snakefile"),
         "--directory", str(workdir), "--cores", "2", "--scheduler", "greedy",
         "--workflow-profile", str(ROOT / "profiles" / "default"), *args,
     ]
@@ -33,11 +39,27 @@ def mtimes(workdir: Path) -> dict[str, int]:
     return {str(p.relative_to(workdir)): p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
 
 
+def dry_run_jobs(workdir: Path, *args: str) -> list[tuple[str, dict, str, str]]:
+    """(rule, wildcards, reason, first output) of every job a dry run plans."""
+    dry = snakemake(workdir, TARGET, "--configfile", str(TINY), "--dry-run", *args)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    jobs = []
+    for rule, body in re.findall(r"^(?:local)?rule (\w+):\n(.*?)(?:\n\n|\Z)", dry.stdout, re.S | re.M):
+        wc = re.search(r"wildcards: (.*)", body)
+        wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        output = re.search(r"output: ([^,\n]*)", body)
+        jobs.append((rule, wildcards, re.search(r"reason: (.*)", body).group(1), output.group(1) if output else ""))
+    return jobs
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workflow")
     shutil.copytree(ROOT / "config", workdir / "config")
-    run = snakemake(workdir, TARGET, "--configfile", str(TINY))
+    for part in ("workflow", "maskfield", "envs"):
+        shutil.copytree(ROOT / part, workdir / "src" / part, ignore=shutil.ignore_patterns("__pycache__"))
+    log = workdir / "imports.jsonl"
+    run = snakemake(workdir, TARGET, "--configfile", str(TINY), env={"MASKFIELD_IMPORT_LOG": str(log)})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return workdir
 
@@ -45,7 +67,7 @@ def finished_run(tmp_path_factory):
 def test_tiny_workflow_writes_every_stage_and_the_table(finished_run):
     w = finished_run
     for scene in ("room", "desk", "table360"):
-        for f in ("cache/synthetic/{s}/masks.h5", "cache/synthetic/{s}/embeddings.h5",
+        for f in ("cache/synthetic/{s}/masks.h5", "cache/synthetic/{s}/embeddings.h5", "cache/synthetic/{s}/text.h5",
                   "fields/synthetic/{s}/rgb-nerf.pt", "fields/synthetic/{s}/geometry-nerf.h5",
                   "fields/synthetic/{s}/maskfield-nerf.pt", "renders/synthetic/{s}/maskfield-nerf.h5",
                   "renders/synthetic/{s}/teacher-2d.h5", "metrics/synthetic/{s}/maskfield-nerf.csv"):
@@ -55,40 +77,102 @@ def test_tiny_workflow_writes_every_stage_and_the_table(finished_run):
     assert set(table["teacher"]) == {"simulated"}
     for col in ("room/mIoU", "desk/mIoU", "table360/mIoU", "mean/mIoU"):
         assert table[col].between(0, 100).all(), col
-    assert (w / "logs" / "mask_field" / "synthetic" / "room.log").stat().st_size > 0
+    assert (w / "logs" / "mask_field" / "synthetic" / "room" / "nerf.log").stat().st_size > 0
+    assert "mIoU over" in (w / "logs" / "table" / "synthetic.log").read_text()
 
 
-def test_threshold_change_reruns_only_evaluation_and_tables(finished_run):
+def package_relative(path: str) -> str:
+    """'.../maskfield/fields/mlp.py' -> 'maskfield/fields/mlp.py' (the run's copy or the installed one)."""
+    parts = Path(path).parts
+    return "/".join(parts[len(parts) - 1 - parts[::-1].index("maskfield"):])
+
+
+def recorded_imports(workdir: Path) -> dict[str, set[str]]:
+    """Output file (the command's --out) -> the maskfield files that command imported."""
+    out = {}
+    for line in (workdir / "imports.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        argv = rec["argv"]
+        out[argv[argv.index("--out") + 1]] = {package_relative(f) for f in rec["files"]}
+    return out
+
+
+def declared_inputs(workdir: Path) -> dict[str, tuple[str, set[str]]]:
+    """Output file -> (rule, the maskfield files among its declared inputs)."""
+    summary = snakemake(workdir, TARGET, "--configfile", str(TINY), "--detailed-summary")
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    rows = pd.read_csv(pd.io.common.StringIO(summary.stdout[summary.stdout.index("output_file"):]), sep="\t")
+    return {r.output_file: (r.rule, {package_relative(f) for f in str(r["input-file(s)"]).split(",") if "/maskfield/" in f})
+            for _, r in rows.iterrows()}
+
+
+def test_every_rule_declares_the_code_its_command_imports(finished_run):
+    """What each job's `maskfield` process actually imported is among the job's code inputs, so an
+    edit to any of it reruns the job (the inputs are derived from the stage's imports)."""
+    recorded, declared = recorded_imports(finished_run), declared_inputs(finished_run)
+    assert recorded, "no command recorded its imports"
+    rules = set()
+    for out, files in recorded.items():
+        rule, inputs = declared[out]
+        rules.add(rule)
+        assert files <= inputs, f"rule {rule} ({out}) imports {sorted(files - inputs)} but does not declare them"
+    assert rules == {"synthesize_scene", "sam_masks", "clip_embeddings", "text_embeddings", "rgb_field", "geometry",
+                     "mask_field", "render", "render_teacher", "evaluate", "table"}, rules
+
+
+# a shared encoding (mask field, render), a NeRF-only module (RGB field, geometry), a teacher (masks, embeddings)
+EDITED = ("maskfield/fields/triplane.py", "maskfield/backends/nerf/rendering.py", "maskfield/teachers/simulated.py")
+
+
+@pytest.mark.parametrize("module", EDITED)
+def test_an_edit_reruns_exactly_the_rules_that_import_the_module(finished_run, module):
+    """A one-line edit of a module makes the dry run plan every job whose command imported it, and
+    otherwise only jobs downstream of those. (Snakemake names a job's edited inputs only when no
+    upstream job reruns too, so a downstream importer shows as "updated by another job".)"""
     w = finished_run
-    before = mtimes(w)
-    change = ["--config", 'inference={"query": {"relevance_threshold": 0.5}}']
-    dry = snakemake(w, TARGET, "--configfile", str(TINY), "--dry-run", *change)
-    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
-    stats = re.search(r"Job stats:\n(.*?)\n\n", dry.stdout, re.S)
-    assert stats, dry.stdout[-3000:]
-    rules = {line.split()[0] for line in stats.group(1).splitlines()[2:] if line.split() and line.split()[0] != "total"}
-    assert rules == {"evaluate", "table"}, rules
+    recorded, declared = recorded_imports(w), declared_inputs(w)
+    importers = {out for out, files in recorded.items() if module in files}
+    assert importers, f"no rule imported {module}"
+    source = w / "src" / module
+    text = source.read_text()
+    try:
+        source.write_text(text + "\n# an edit\n")
+        jobs = dry_run_jobs(w)
+    finally:
+        source.write_text(text)
+    planned = {out for _, _, _, out in jobs}
+    assert {declared[o][0] for o in importers} <= {rule for rule, _, _, _ in jobs}, (module, jobs)
+    assert importers <= planned, (module, sorted(importers - planned))
+    for rule, _, reason, out in jobs:
+        assert (module in reason) == (out in importers) or "updated by another job" in reason, (rule, out, reason)
 
-    run = snakemake(w, TARGET, "--configfile", str(TINY), *change)
+
+def test_threshold_change_reruns_only_the_evaluations_that_read_it(finished_run):
+    """A query threshold reruns the query scene's evaluations; a segmentation setting the
+    segmentation scenes'; neither anything upstream."""
+    w = finished_run
+    query = ["--config", 'inference={"query": {"relevance_threshold": 0.5}}']
+    jobs = dry_run_jobs(w, *query)
+    assert {rule for rule, _, _, _ in jobs} == {"evaluate", "table"}, jobs
+    assert {wc["scene"] for rule, wc, _, _ in jobs if rule == "evaluate"} == {"table360"}
+    seg = ["--config", 'inference={"segmentation": {"variant": "paper"}}']
+    assert {wc["scene"] for rule, wc, _, _ in dry_run_jobs(w, *seg) if rule == "evaluate"} == {"room", "desk"}
+
+    before = mtimes(w)
+    run = snakemake(w, TARGET, "--configfile", str(TINY), *query)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     after = mtimes(w)
     changed = {p for p in before if after.get(p) != before[p]}
-    assert changed, "nothing reran"
-    assert all(p.startswith(("results/metrics/", "results/tables/")) for p in changed), sorted(changed)
-    # The query scene (table360) changed its metrics; the teacher, field and render files did not.
-    assert "results/metrics/synthetic/table360/maskfield-nerf.csv" in changed
+    assert changed == {"results/metrics/synthetic/table360/maskfield-nerf.csv",
+                       "results/metrics/synthetic/table360/teacher-2d.csv", "results/tables/synthetic.csv"}, changed
 
 
 def test_a_scene_field_override_reruns_only_that_scene_from_its_stage(finished_run):
-    """`datasets: <d>: scenes: <s>: fields: rgb:` reaches that scene's RGB field and nothing else
-    upstream of evaluation (evaluate and table jobs are left out: an earlier test may have changed
-    the inference settings, which reruns every evaluation)."""
-    w = finished_run
-    change = ["--config", 'datasets={"synthetic": {"scenes": {"room": {"fields": {"rgb": {"depth_weight": 0.05}}}}}}']
-    dry = snakemake(w, TARGET, "--configfile", str(TINY), "--dry-run", *change)
-    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
-    jobs = re.findall(r"^(?:local)?rule (\w+):\n(.*?)(?:\n\n|\Z)", dry.stdout, re.S | re.M)
-    upstream = sorted((rule, re.search(r"scene=(\w+)", body).group(1)) for rule, body in jobs
+    """`datasets: <d>: scenes: <s>: fields: nerf: rgb:` reaches that scene's RGB field and nothing
+    else upstream of evaluation (evaluate and table jobs are left out: an earlier test may have
+    changed the inference settings, which reruns evaluations)."""
+    change = ["--config", 'datasets={"synthetic": {"scenes": {"room": {"fields": {"nerf": {"rgb": {"depth_weight": 0.05}}}}}}}']
+    upstream = sorted((rule, wc["scene"]) for rule, wc, _, _ in dry_run_jobs(finished_run, *change)
                       if rule not in ("evaluate", "table"))
     assert upstream == [("geometry", "room"), ("mask_field", "room"), ("render", "room"), ("rgb_field", "room")], upstream
 

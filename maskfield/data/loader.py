@@ -21,11 +21,12 @@ from maskfield.settings import from_dict
 
 log = logging.getLogger("maskfield")
 
-# layout -> (settings dataclass, reader(scene_dir, settings, name, dataset) -> Scene)
-READERS: dict[str, tuple[type, Callable[..., Scene]]] = {
-    "replica": (ReplicaSettings, load_replica),
-    "ovs3d": (Ovs3dSettings, load_ovs3d),
-    "lerf_mask": (LerfMaskSettings, load_lerf_mask),
+# layout -> (settings dataclass, reader(scene_dir, settings, name, dataset) -> Scene, evaluation
+# protocol of the layout's benchmark: maskfield.evaluate.protocols)
+READERS: dict[str, tuple[type, Callable[..., Scene], str]] = {
+    "replica": (ReplicaSettings, load_replica, "replica"),
+    "ovs3d": (Ovs3dSettings, load_ovs3d, "3dovs"),
+    "lerf_mask": (LerfMaskSettings, load_lerf_mask, "lerf_mask"),
 }
 
 
@@ -47,10 +48,11 @@ def load_scene(layout: str, scene_dir: str | Path, settings: dict[str, Any] | No
             f"Scene folder {scene_dir} does not exist; download the {layout} dataset as described in the "
             f"README section 'Real data' (or run `maskfield synthesize`) and point --scene-dir at the scene."
         )
-    settings_cls, reader = READERS[layout]
+    settings_cls, reader, protocol = READERS[layout]
     parsed = from_dict(settings_cls, settings, where=f"reader settings for layout {layout}")
     name = name or scene_dir.resolve().name
     dataset = dataset or ("synthetic" if has_sidecar(scene_dir) else layout)
     scene = reader(scene_dir, parsed, name, dataset)
+    scene.protocol = scene.protocol or protocol
     log.info("loaded %s", scene.summary())
     return scene

@@ -96,6 +96,9 @@ class Scene:
     near_far: tuple[float, float] | None = None  # scene depth bounds when the layout gives them
     aabb: np.ndarray | None = None  # [2, 3] world box holding the content, when the layout tells (depth, points3D)
     scene_type: str = "bounded"  # "bounded" (inside-out) | "forward" | "unbounded" (360)
+    # how the benchmark scores this scene (maskfield.evaluate.protocols): "3dovs", "replica",
+    # "lerf_mask"; set by the reader (maskfield.data.loader.READERS)
+    protocol: str = ""
 
     @property
     def height(self) -> int:

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from maskfield.fields.feature_field import mlp
+from maskfield.fields.mlp import mlp
 
 
 @runtime_checkable

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from maskfield.distill.losses import LossSettings, criterion, exclusivity_loss, factored_criterion
 from maskfield.distill.mask_field import MaskField
 from maskfield.distill.matching import MatcherSettings, match
+from maskfield.errors import MaskfieldError
 
 log = logging.getLogger("maskfield")
 
@@ -64,6 +65,12 @@ class TrainSettings:
     seed: int = 20230417
     log_every: int = 500
     """Log a line (each loss term, matched count, it/s) every this many steps."""
+
+    def __post_init__(self) -> None:
+        if self.supervision not in ("render", "mask"):
+            raise ValueError(f"supervision must be 'render' or 'mask', not {self.supervision!r}")
+        if self.iterations < 1 or self.stride < 1 or self.match_stride < 1:
+            raise ValueError("iterations, stride and match_stride must be integers >= 1")
 
 
 @dataclass
@@ -165,7 +172,7 @@ def train_step(model: MaskField, vt: ViewTargets, pixels, shape, matcher: Matche
     """
     steps = {"render": _step_render, "mask": _step_mask}
     if supervision not in steps:
-        raise ValueError(f"train.supervision must be render or mask, not {supervision!r}")
+        raise MaskfieldError(f"train.supervision must be 'render' or 'mask', not {supervision!r}; fix fields: mask: train: supervision.")
     losses, n = steps[supervision](model, vt, pixels, shape, matcher, loss, sub, exclusive)
     return losses.total(loss), losses, n
 
@@ -176,9 +183,10 @@ def train_mask_field(model: MaskField, views: list[ViewTargets], settings: Train
     """Train `model` in place on the training views; seeded, deterministic on CPU."""
     s, matcher, loss = settings or TrainSettings(), matcher or MatcherSettings(), loss or LossSettings()
     if not views:
-        raise ValueError("no training views")
+        raise MaskfieldError("the mask field has no training views; check the scene's train split and rerun the `geometry` rule.")
     if loss.exclusive and s.supervision != "render":
-        raise ValueError("loss.exclusive needs train.supervision 'render' (it reads the soft targets at the rendered pixels)")
+        raise MaskfieldError("loss.exclusive needs train.supervision 'render' (it reads the soft targets at the rendered "
+                             "pixels); set one of fields: mask: loss: exclusive: 0 or train: supervision: render.")
     exclusive_from = int(loss.exclusive_start * s.iterations) if loss.exclusive else s.iterations
     # fused: one kernel over all parameters (the for-each path costs ~3x more on CPU; same math)
     opt = torch.optim.Adam(param_groups(model, s), betas=tuple(s.betas), fused=True)

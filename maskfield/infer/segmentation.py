@@ -55,6 +55,9 @@ class SegmentationSettings:
     """official: side of the majority filter applied to the label map (code: 7; <= 1 disables)."""
     smooth_paper: bool = False
     """paper: also apply the official box blend and majority filter (the paper names no filter)."""
+    protocol: str = "pooled"
+    """How scenes evaluated with the Replica protocol are scored (`maskfield.evaluate.protocols`;
+    no other protocol reads it): "pooled" = one confusion matrix over all test views."""
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:

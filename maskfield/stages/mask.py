@@ -13,20 +13,18 @@ import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from maskfield.backends.registry import backend_names, get_backend
 from maskfield.data.scene import Scene
-from maskfield.distill.losses import LossSettings
-from maskfield.distill.mask_field import HeadSettings, MaskField, QueryHeads
-from maskfield.distill.matching import MatcherSettings
-from maskfield.distill.train import TrainSettings, ViewTargets, train_mask_field
+from maskfield.distill.mask_field import MaskField, QueryHeads
+from maskfield.distill.settings import MaskSettings
+from maskfield.distill.train import ViewTargets, train_mask_field
 from maskfield.errors import MaskfieldError
-from maskfield.fields.feature_field import FeatureFieldSettings, NerfFeatureField
-from maskfield.io.atomic import atomic_path
+from maskfield.io.checkpoints import load_checkpoint, save_checkpoint
 from maskfield.io.geometry import GeometryCache, read_geometry
 from maskfield.io.masks import read_embeddings, read_masks
 from maskfield.io.renders import Renders, ViewPrediction, write_renders
@@ -34,33 +32,14 @@ from maskfield.settings import from_dict, parse_settings, to_dict
 from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
 
 log = logging.getLogger("maskfield")
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 GEOMETRY_KEYS = ("backend", "scene", "rgb_digest")  # geometry attrs a checkpoint is tied to
 
 
-@dataclass
-class MaskSettings:
-    """Settings of `maskfield train-mask` (config key `stages.mask`)."""
-
-    feature_field: FeatureFieldSettings = field(default_factory=FeatureFieldSettings)
-    heads: HeadSettings = field(default_factory=HeadSettings)
-    matcher: MatcherSettings = field(default_factory=MatcherSettings)
-    loss: LossSettings = field(default_factory=LossSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    device: str = "auto"
-    seed: int | None = None
-    """The workflow's global seed; when set it replaces train.seed."""
-    threads: int = 1
-    """torch CPU threads (0: leave torch's default, one per core). 1 by default: the workflow
-    runs mask_field jobs at Snakemake's default of 1 thread each, side by side; on 2 shared
-    cores torch's 2 OpenMP threads per job then spin against each other (a toy training step
-    measured 8x slower with 2 threads than with 1 while other jobs ran)."""
-
-
-def build_model(cache: GeometryCache, s: MaskSettings, sem_dim: int) -> MaskField:
-    """A NeRF-backend mask field over `cache` (weights freshly initialised from torch's RNG)."""
-    backend = NerfFeatureField(cache, s.feature_field)
-    return MaskField(backend, QueryHeads(s.feature_field.dim, sem_dim, s.heads))
+def build_model(cache: GeometryCache, s: MaskSettings, sem_dim: int, backend: str) -> MaskField:
+    """A mask field over `cache` through `backend`'s feature field (weights freshly initialised)."""
+    features = get_backend(backend).feature_field(cache, s.feature_field)
+    return MaskField(features, QueryHeads(s.feature_field.dim, sem_dim, s.heads))
 
 
 def training_targets(cache: GeometryCache, scene: Scene, masks_path, embeddings_path, device) -> tuple[list[ViewTargets], object]:
@@ -87,21 +66,24 @@ def training_targets(cache: GeometryCache, scene: Scene, masks_path, embeddings_
 def train_mask(scene: Scene, geometry: str | os.PathLike, masks: str | os.PathLike, embeddings: str | os.PathLike,
                out: str | os.PathLike, settings: MaskSettings | None = None, backend: str = "nerf",
                method: str = "maskfield", progress: bool = True) -> Path:
-    """Train a mask field on the training views and write its checkpoint atomically."""
-    s = settings or MaskSettings()
+    """Train a mask field on the training views and write its checkpoint atomically.
+
+    Args:
+        settings: the backend's mask settings (`Backend.mask_settings`); default its defaults.
+    """
+    s = settings or get_backend(backend).mask_settings()
     if s.seed is not None:
         s = dataclasses.replace(s, train=dataclasses.replace(s.train, seed=s.seed), seed=None)
-    if backend != "nerf":
-        raise MaskfieldError(f"--backend {backend} is not available for train-mask yet; use --backend nerf.")
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    device = pick_device(s.device)
     cache = read_geometry(geometry)
+    if cache.attrs.get("backend") != backend:
+        raise MaskfieldError(f"geometry cache {geometry} is from backend {cache.attrs.get('backend')!r}, not {backend!r}; "
+                             f"pass geometry-{backend}.h5 of this scene.")
+    device = pick_device(s.device)
     views, (ms, emb) = training_targets(cache, scene, masks, embeddings, device)
     if not views:
         raise MaskfieldError(f"geometry cache {geometry} has no training views; rerun the `geometry` rule.")
     seed_everything(s.train.seed)
-    model = build_model(cache, s, emb.embeddings.shape[1]).to(device)
+    model = build_model(cache, s, emb.embeddings.shape[1], backend).to(device)
     log.info("train-mask %s/%s: %d training views, %d teacher masks, N_K %d, D_m %d, D_s %d",
              scene.dataset, scene.name, len(views), sum(len(v.masks) for v in views),
              s.heads.n_queries, s.feature_field.dim, emb.embeddings.shape[1])
@@ -115,24 +97,15 @@ def train_mask(scene: Scene, geometry: str | os.PathLike, masks: str | os.PathLi
     }
     state = {"format_version": CHECKPOINT_VERSION, "config": json.loads(json.dumps(config)),
              "feature_field": model.backend.state_dict(), "heads": model.heads.state_dict()}
-    with atomic_path(out) as tmp:
-        torch.save(state, tmp)
+    save_checkpoint(state, out)
     log.info("train-mask: %d iterations in %.1f s -> %s", report.iterations, report.seconds, out)
     return Path(out)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a mask-field checkpoint (weights_only); one clear error if missing or unreadable."""
-    path = Path(path)
-    if not path.exists():
-        raise MaskfieldError(f"mask-field checkpoint {path} does not exist; run the `mask_field` rule (maskfield train-mask) first.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated file, foreign pickle, ...
-        detail = str(exc).splitlines()[0] if str(exc) else "empty or cut short"
-        raise MaskfieldError(f"mask-field checkpoint {path} could not be read ({type(exc).__name__}: {detail}); "
-                             f"it is truncated or corrupted: delete it and rerun the `mask_field` rule.") from exc
-    if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_VERSION:
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Read and verify a mask-field checkpoint; one clear error if missing, damaged or outdated."""
+    state = load_checkpoint(path, "mask-field checkpoint", "mask_field")
+    if state.get("format_version") != CHECKPOINT_VERSION:
         raise MaskfieldError(f"mask-field checkpoint {path} is not a version-{CHECKPOINT_VERSION} checkpoint; rerun the `mask_field` rule.")
     return state
 
@@ -140,8 +113,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def load_model(state: dict, cache: GeometryCache) -> MaskField:
     """Rebuild the trained mask field from a checkpoint over `cache`."""
     cfg = state["config"]
-    s = from_dict(MaskSettings, cfg["settings"], where="checkpoint settings")
-    model = build_model(cache, s, cfg["sem_dim"])
+    s = from_dict(get_backend(cfg["backend"]).mask_settings, cfg["settings"], where="checkpoint settings")
+    model = build_model(cache, s, cfg["sem_dim"], cfg["backend"])
     model.backend.load_state_dict(state["feature_field"])
     model.heads.load_state_dict(state["heads"])
     return model.eval()
@@ -161,7 +134,7 @@ def check_pairing(cfg: dict, cache: GeometryCache, scene: Scene, checkpoint, geo
 def render(scene: Scene, geometry: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
            device: str = "auto") -> Path:
     """Every query's mask probabilities and semantic token on every test view (cache split 1)."""
-    state = load_checkpoint(checkpoint)
+    state = read_checkpoint(checkpoint)
     cache = read_geometry(geometry)
     cfg = state["config"]
     check_pairing(cfg, cache, scene, checkpoint, geometry)
@@ -179,7 +152,7 @@ def render(scene: Scene, geometry: str | os.PathLike, checkpoint: str | os.PathL
 
 
 def _run_train_mask(args: argparse.Namespace) -> None:
-    s = parse_settings(MaskSettings, args.settings)
+    s = parse_settings(get_backend(args.backend).mask_settings, args.settings)
     train_mask(scene_from_args(args), args.geometry, args.masks, args.embeddings, args.out, s, args.backend, args.method)
 
 
@@ -193,9 +166,9 @@ def register_train_mask(subparsers, name: str) -> None:
     p.add_argument("--geometry", required=True, help="geometry-<backend>.h5 of the frozen RGB field")
     p.add_argument("--masks", required=True, help="masks.h5 (teacher masks)")
     p.add_argument("--embeddings", required=True, help="embeddings.h5 (teacher embeddings, aligned with masks.h5)")
-    p.add_argument("--backend", default="nerf", choices=["nerf", "gaussians"], help="3D backend of the feature field")
+    p.add_argument("--backend", default="nerf", choices=backend_names(), help="3D backend of the feature field")
     p.add_argument("--method", default="maskfield", choices=["maskfield"], help="method name recorded in outputs")
-    p.add_argument("--settings", default="{}", help="JSON object of MaskSettings (feature_field, heads, matcher, loss, train, device, threads)")
+    p.add_argument("--settings", default="{}", help="JSON object of the backend's mask settings (fields: mask: merged with fields: <backend>: mask:)")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     p.set_defaults(func=_run_train_mask)
 

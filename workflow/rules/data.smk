@@ -1,15 +1,9 @@
 # Stage 0: scenes. Real datasets are read in place; the synthetic benchmark is generated here.
 
 
-
 rule synthesize_scene:
     input:
-        code(
-            "data/synthetic.py",
-            "data/synthetic_scenes.py",
-            "data/synthetic_writers.py",
-            "stages/synthesize.py",
-        ),
+        code=get_code("synthesize"),
     output:
         directory(f"{config['datasets']['synthetic']['root']}/{{scene}}"),
     params:

@@ -4,17 +4,18 @@
 rule render:
     input:
         scene=get_scene_input,
-        geometry="results/fields/{dataset}/{scene}/geometry-nerf.h5",
-        ckpt="results/fields/{dataset}/{scene}/maskfield-nerf.pt",
-        code=code("fields/feature_field.py", "distill/mask_field.py", "stages/mask.py"),
+        geometry="results/fields/{dataset}/{scene}/geometry-{backend}.h5",
+        ckpt="results/fields/{dataset}/{scene}/maskfield-{backend}.pt",
+        code=get_code("render"),
     output:
-        "results/renders/{dataset}/{scene}/maskfield-nerf.h5",
+        "results/renders/{dataset}/{scene}/maskfield-{backend}.h5",
     params:
         scene=get_scene_flags,
     log:
-        "logs/render/{dataset}/{scene}.log",
+        "logs/render/{dataset}/{scene}/{backend}.log",
     benchmark:
-        "benchmarks/render/{dataset}/{scene}.tsv"
+        "benchmarks/render/{dataset}/{scene}/{backend}.tsv"
+    threads: 4
     resources:
         gpu=1,
         mem_mb=16000,
@@ -31,7 +32,7 @@ rule render_teacher:
         scene=get_scene_input,
         masks="results/cache/{dataset}/{scene}/masks.h5",
         embeddings="results/cache/{dataset}/{scene}/embeddings.h5",
-        code=code("stages/evaluate.py"),
+        code=get_code("render-teacher"),
     output:
         "results/renders/{dataset}/{scene}/teacher-2d.h5",
     params:
@@ -54,20 +55,15 @@ rule evaluate:
     input:
         scene=get_scene_input,
         renders="results/renders/{dataset}/{scene}/{method}.h5",
-        code=code(
-            "infer/segmentation.py",
-            "infer/query.py",
-            "infer/filters.py",
-            "evaluate/metrics.py",
-            "stages/evaluate.py",
-        ),
+        text="results/cache/{dataset}/{scene}/text.h5",
+        code=get_code("evaluate"),
     output:
         "results/metrics/{dataset}/{scene}/{method}.csv",
     params:
         scene=get_scene_flags,
-        # The only rule that sees the inference settings: changing a threshold reruns this and the
-        # tables, nothing upstream.
-        settings=settings_json(config["inference"]),
+        # The only rule that sees the inference settings, and only its protocol's part: changing
+        # a threshold reruns this and the tables, nothing upstream.
+        settings=get_inference_settings,
     log:
         "logs/evaluate/{dataset}/{scene}/{method}.log",
     benchmark:
@@ -78,8 +74,8 @@ rule evaluate:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield evaluate {params.scene} --renders {input.renders} --settings {params.settings} "
-        "--out {output} > {log} 2>&1"
+        "maskfield evaluate {params.scene} --renders {input.renders} --text {input.text} "
+        "--settings {params.settings} --out {output} > {log} 2>&1"
 
 
 # On demand (no table needs it): which class each ground-truth class is predicted as, over the test
@@ -90,12 +86,13 @@ rule confusion:
     input:
         scene=get_scene_input,
         renders="results/renders/{dataset}/{scene}/{method}.h5",
-        code=code("infer/segmentation.py", "infer/filters.py", "evaluate/metrics.py", "stages/evaluate.py"),
+        text="results/cache/{dataset}/{scene}/text.h5",
+        code=get_code("confusion"),
     output:
         "results/confusion/{dataset}/{scene}/{method}.csv",
     params:
         scene=get_scene_flags,
-        settings=settings_json({"segmentation": config["inference"]["segmentation"]}),
+        settings=get_segmentation_settings,
     log:
         "logs/confusion/{dataset}/{scene}/{method}.log",
     resources:
@@ -104,8 +101,8 @@ rule confusion:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield confusion {params.scene} --renders {input.renders} --settings {params.settings} "
-        "--out {output} > {log} 2>&1"
+        "maskfield confusion {params.scene} --renders {input.renders} --text {input.text} "
+        "--settings {params.settings} --out {output} > {log} 2>&1"
 
 
 # On demand, like `confusion`: per test view and ground-truth object, how its best-matching mask
@@ -114,7 +111,7 @@ rule objects:
     input:
         scene=get_scene_input,
         renders="results/renders/{dataset}/{scene}/{method}.h5",
-        code=code("evaluate/metrics.py", "stages/evaluate.py"),
+        code=get_code("objects"),
     output:
         "results/objects/{dataset}/{scene}/{method}.csv",
     params:

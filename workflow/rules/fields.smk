@@ -1,20 +1,23 @@
-# Stages 3-4: RGB field, frozen geometry cache, mask field.
+# Stages 3-4 for each backend ({backend}: config `backends:`): RGB field, frozen geometry, mask field.
 
 
 rule rgb_field:
     input:
+        unpack(get_from_rgb),
         scene=get_scene_input,
-        code=code("fields/nerf.py", "fields/encodings.py", "fields/train_rgb.py", "stages/rgb.py"),
+        code=get_code("train-rgb"),
     output:
-        ckpt="results/fields/{dataset}/{scene}/rgb-nerf.pt",
-        summary="results/fields/{dataset}/{scene}/rgb-nerf.json",
+        ckpt="results/fields/{dataset}/{scene}/rgb-{backend}.pt",
+        summary="results/fields/{dataset}/{scene}/rgb-{backend}.json",
     params:
         scene=get_scene_flags,
         settings=field_settings("rgb"),
+        from_rgb=get_from_rgb_flags,
     log:
-        "logs/rgb_field/{dataset}/{scene}.log",
+        "logs/rgb_field/{dataset}/{scene}/{backend}.log",
     benchmark:
-        "benchmarks/rgb_field/{dataset}/{scene}.tsv"
+        "benchmarks/rgb_field/{dataset}/{scene}/{backend}.tsv"
+    threads: 4
     resources:
         gpu=1,
         mem_mb=16000,
@@ -22,24 +25,25 @@ rule rgb_field:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield train-rgb {params.scene} --backend nerf --settings {params.settings} "
-        "--out {output.ckpt} > {log} 2>&1"
+        "maskfield train-rgb {params.scene} --backend {wildcards.backend} {params.from_rgb} "
+        "--settings {params.settings} --out {output.ckpt} > {log} 2>&1"
 
 
 rule geometry:
     input:
         scene=get_scene_input,
-        rgb="results/fields/{dataset}/{scene}/rgb-nerf.pt",
-        code=code("fields/geometry_cache.py", "stages/rgb.py"),
+        rgb="results/fields/{dataset}/{scene}/rgb-{backend}.pt",
+        code=get_code("geometry"),
     output:
-        "results/fields/{dataset}/{scene}/geometry-nerf.h5",
+        "results/fields/{dataset}/{scene}/geometry-{backend}.h5",
     params:
         scene=get_scene_flags,
         settings=field_settings("geometry", seeded=False),
     log:
-        "logs/geometry/{dataset}/{scene}.log",
+        "logs/geometry/{dataset}/{scene}/{backend}.log",
     benchmark:
-        "benchmarks/geometry/{dataset}/{scene}.tsv"
+        "benchmarks/geometry/{dataset}/{scene}/{backend}.tsv"
+    threads: 4
     resources:
         gpu=1,
         mem_mb=16000,
@@ -47,33 +51,27 @@ rule geometry:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield geometry {params.scene} --rgb {input.rgb} --settings {params.settings} "
-        "--out {output} > {log} 2>&1"
+        "maskfield geometry {params.scene} --backend {wildcards.backend} --rgb {input.rgb} "
+        "--settings {params.settings} --out {output} > {log} 2>&1"
 
 
 rule mask_field:
     input:
         scene=get_scene_input,
-        geometry="results/fields/{dataset}/{scene}/geometry-nerf.h5",
+        geometry="results/fields/{dataset}/{scene}/geometry-{backend}.h5",
         masks="results/cache/{dataset}/{scene}/masks.h5",
         embeddings="results/cache/{dataset}/{scene}/embeddings.h5",
-        code=code(
-            "fields/feature_field.py",
-            "distill/mask_field.py",
-            "distill/matching.py",
-            "distill/losses.py",
-            "distill/train.py",
-            "stages/mask.py",
-        ),
+        code=get_code("train-mask"),
     output:
-        "results/fields/{dataset}/{scene}/maskfield-nerf.pt",
+        "results/fields/{dataset}/{scene}/maskfield-{backend}.pt",
     params:
         scene=get_scene_flags,
         settings=field_settings("mask"),
     log:
-        "logs/mask_field/{dataset}/{scene}.log",
+        "logs/mask_field/{dataset}/{scene}/{backend}.log",
     benchmark:
-        "benchmarks/mask_field/{dataset}/{scene}.tsv"
+        "benchmarks/mask_field/{dataset}/{scene}/{backend}.tsv"
+    threads: 4
     resources:
         gpu=1,
         mem_mb=16000,
@@ -82,5 +80,5 @@ rule mask_field:
         "../../envs/maskfield.yaml"
     shell:
         "maskfield train-mask {params.scene} --geometry {input.geometry} --masks {input.masks} "
-        "--embeddings {input.embeddings} --backend nerf --method maskfield "
+        "--embeddings {input.embeddings} --backend {wildcards.backend} --method maskfield "
         "--settings {params.settings} --out {output} > {log} 2>&1"

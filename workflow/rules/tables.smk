@@ -1,10 +1,10 @@
-# The paper-shaped tables: one row per method, one column per scene x metric, plus the mean.
+# The paper-shaped tables: one row per method (and backend), one column per scene x metric, plus the mean.
 
 
 rule table:
     input:
         metrics=get_table_metrics,
-        code=code("evaluate/tables.py"),
+        code=get_code("table"),
     output:
         "results/tables/{dataset}.csv",
     params:

@@ -1,4 +1,5 @@
-"""RGB-field checkpoints: plain state dicts plus a JSON-able config, loaded with `weights_only=True`."""
+"""NeRF RGB-field checkpoints: the field's state dict, its occupancy grid and a JSON-able config,
+sealed with a tensor checksum (`maskfield.io.checkpoints`)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ from dataclasses import asdict
 
 import torch
 
+from maskfield.backends.nerf.nerf import FieldConfig, RadianceField
+from maskfield.backends.nerf.samplers import OccupancyGrid
+from maskfield.backends.nerf.spaces import Space
+from maskfield.backends.nerf.train_rgb import TrainedField
 from maskfield.errors import MaskfieldError
-from maskfield.fields.nerf import FieldConfig, RadianceField
-from maskfield.fields.samplers import OccupancyGrid
-from maskfield.fields.spaces import Space
-from maskfield.fields.train_rgb import TrainedField
+from maskfield.io.checkpoints import load_checkpoint
 
 BACKEND = "nerf"
 
 
 def field_checkpoint(tf: TrainedField, scene, settings: dict) -> dict:
-    """The dict `torch.save` writes: tensors and JSON-able values only."""
+    """The dict `save_checkpoint` writes: tensors and JSON-able values only."""
     config = {
         "backend": BACKEND, "scene": scene.name, "dataset": scene.dataset, "scene_type": scene.scene_type,
         "space": tf.space.to_config(), "field": asdict(tf.field.cfg), "samples_per_ray": tf.samples_per_ray,
@@ -29,17 +31,11 @@ def field_checkpoint(tf: TrainedField, scene, settings: dict) -> dict:
             "occupancy": tf.grid.state()}
 
 
-def load_field(path: str | os.PathLike, device: torch.device | str = "cpu", *, scene=None,
+def load_field(path: str | os.PathLike, device: torch.device | str = "cpu", scene=None,
                backend: str = BACKEND) -> TrainedField:
     """Load an RGB-field checkpoint; refuse one from another backend or (when given) another scene."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise MaskfieldError(f"RGB checkpoint {path} does not exist; run the `rgb_field` rule (maskfield train-rgb) first.") from exc
-    except Exception as exc:  # truncated file, pickle of forbidden objects, not a torch file
-        raise MaskfieldError(f"RGB checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'empty or cut short'}); "
-                            f"it is truncated or corrupted: delete it and rerun the `rgb_field` rule.") from exc
-    cfg = ckpt.get("config", {}) if isinstance(ckpt, dict) else {}
+    ckpt = load_checkpoint(path, "RGB checkpoint", "rgb_field")
+    cfg = ckpt.get("config", {})
     if cfg.get("backend") != backend:
         raise MaskfieldError(
             f"RGB checkpoint {path} is from backend {cfg.get('backend')!r}, not {backend!r}; pass the "

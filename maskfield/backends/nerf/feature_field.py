@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from maskfield.distill.settings import MaskSettings
+from maskfield.errors import MaskfieldError
+from maskfield.fields.mlp import mlp
 from maskfield.io.geometry import GeometryCache
+
+
+ENCODINGS = ("triplane", "frequency", "hashgrid", "tensorvm", "dense")
 
 
 @dataclass
@@ -70,6 +76,10 @@ class FeatureFieldSettings:
     cache_encoding: bool = True
     """Keep the frequency encoding of each view's samples in memory after its first use."""
 
+    def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, not {self.encoding!r}")
+
 
 def frequency_encoding(x: torch.Tensor, n_octaves: int) -> torch.Tensor:
     """TensoRF-style positional encoding, no raw input.
@@ -82,17 +92,6 @@ def frequency_encoding(x: torch.Tensor, n_octaves: int) -> torch.Tensor:
     bands = 2.0 ** torch.arange(n_octaves, dtype=x.dtype, device=x.device)
     pts = (x[:, :, None] * bands).reshape(x.shape[0], -1)
     return torch.cat([torch.sin(pts), torch.cos(pts)], dim=-1)
-
-
-def mlp(in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
-    """Linear-ReLU stack with `layers` hidden layers and a linear output (no activation)."""
-    mods: list[nn.Module] = []
-    d = in_dim
-    for _ in range(layers):
-        mods += [nn.Linear(d, hidden), nn.ReLU()]
-        d = hidden
-    mods.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*mods)
 
 
 def composite(features: torch.Tensor, weights: torch.Tensor, pixel: torch.Tensor, n_pixels: int) -> torch.Tensor:
@@ -159,7 +158,7 @@ class NerfFeatureField(nn.Module):
             return encodings.TensorVM(resolution=64, components=8)
         if s.encoding == "dense":
             return encodings.DenseGrid(resolution=64, features=8)
-        raise ValueError(f"feature_field.encoding must be triplane, frequency, hashgrid, tensorvm or dense, not {s.encoding!r}")
+        raise MaskfieldError(f"feature_field.encoding must be one of {', '.join(ENCODINGS)}, not {s.encoding!r}.")
 
     def grid_parameters(self) -> list[nn.Parameter]:
         """The encoding's own parameters (trained at `train.lr_grid`; empty for "frequency")."""
@@ -224,3 +223,10 @@ class NerfFeatureField(nn.Module):
         weight = smp.weight if subset is None else smp.weight[subset]
         feats = self.mlp(self._encode(view, smp.position, subset).to(device))
         return composite(feats, weight.to(device), pixel.to(device), n)
+
+
+@dataclass
+class NerfMaskSettings(MaskSettings):
+    """`maskfield train-mask --backend nerf`: the shared settings plus the feature network."""
+
+    feature_field: FeatureFieldSettings = field(default_factory=FeatureFieldSettings)

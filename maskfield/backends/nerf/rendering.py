@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from maskfield.fields.samplers import OccupancyGrid, RaySamples, inside_box, sample_rays
-from maskfield.fields.spaces import Space, ray_ranges
+from maskfield.backends.nerf.samplers import OccupancyGrid, RaySamples, inside_box, sample_rays
+from maskfield.backends.nerf.spaces import Space, ray_ranges
 
 
 def compositing_weights(sigma: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:

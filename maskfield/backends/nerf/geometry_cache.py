@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from maskfield.errors import MaskfieldError
-from maskfield.fields.rendering import render_weights
-from maskfield.fields.train_rgb import TrainedField, view_rays
+from maskfield.backends.nerf.rendering import render_weights
+from maskfield.backends.nerf.train_rgb import TrainedField, view_rays
 from maskfield.io.geometry import GeometryCache
 
 
@@ -43,6 +43,12 @@ class GeometrySettings:
     chunk: int = 16384
     """Rays per chunk."""
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.surface not in ("weights", "median"):
+            raise ValueError(f"surface must be 'weights' or 'median', not {self.surface!r}")
+        if self.downscale < 1 or self.test_downscale < 1 or self.top_k < 1:
+            raise ValueError("downscale, test_downscale and top_k must be integers >= 1")
 
 
 @torch.no_grad()

@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from maskfield.data.cameras import camera_rays
 from maskfield.errors import MaskfieldError
-from maskfield.fields.nerf import FieldConfig, RadianceField
-from maskfield.fields.rendering import distortion_loss, opacity_entropy, render_rays
-from maskfield.fields.samplers import OccupancyGrid, inside_box, sample_rays
-from maskfield.fields.spaces import Space, ray_ranges, scene_space
+from maskfield.backends.nerf.nerf import FieldConfig, RadianceField
+from maskfield.backends.nerf.rendering import distortion_loss, opacity_entropy, render_rays
+from maskfield.backends.nerf.samplers import OccupancyGrid, inside_box, sample_rays
+from maskfield.backends.nerf.spaces import Space, ray_ranges, scene_space
 
 log = logging.getLogger("maskfield")
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from maskfield.fields.spaces import RayRanges, Space
+from maskfield.backends.nerf.spaces import RayRanges, Space
 
 
 @dataclass
