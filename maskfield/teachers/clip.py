@@ -6,6 +6,10 @@ v = out_proj(v_proj(ln_1(x))) (no residual, no FFN: FeatUp notes that adding the
 maps), then ln_post and proj, dropping the CLS token. Each patch token becomes a D-dim feature in
 the joint image-text space.
 
+With `featup_checkpoint` set, FeatUp's JBU upsampler (maskfield.teachers.featup) takes the tokens
+to the input size, guided by the image, before they are resized to the masks and pooled, as in
+the official code; without it the tokens go straight to mask size (`upsample`).
+
 Models are created with `pretrained=None` and a LOCAL checkpoint is loaded into them; hub names
 and pretrained tags are refused, nothing is ever downloaded.
 """
@@ -48,6 +52,9 @@ class ClipSettings:
     """Input mean/std: 'imagenet' (FeatUp, official) or 'clip'."""
     upsample: str = "nearest"
     """Feature map -> mask resolution interpolation: 'nearest' (official) or 'bilinear'."""
+    featup_checkpoint: str = ""
+    """Local file of FeatUp's JBU upsampler for MaskCLIP (maskclip_jbu_stack_cocostuff.ckpt), which takes the
+    patch tokens to the input size, guided by the image, before `upsample`; '' leaves the tokens as they are."""
     device: str = "auto"
     seed: int = 0
 
@@ -177,6 +184,26 @@ def preprocess(image: np.ndarray, size: int, normalization: str, device: torch.d
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     mean, std = (torch.tensor(t, device=device).view(1, 3, 1, 1) for t in NORMALISATIONS[normalization])
     return (x - mean) / std
+
+
+@torch.no_grad()
+def view_features(visual, image: np.ndarray, s: ClipSettings, device: torch.device, upsampler=None) -> torch.Tensor:
+    """MaskCLIP features of one view, upsampled by FeatUp's JBU stack when one is given.
+
+    Args:
+        visual: open_clip VisionTransformer.
+        image: [H, W, 3] uint8.
+        upsampler: a `maskfield.teachers.featup.JBUStack` or None.
+    Returns:
+        [D, gh, gw] tokens, or [D, 16 gh, 16 gw] with the upsampler (224 x 224 for ViT-B/16 at 224).
+    """
+    x = preprocess(image, s.input_size, s.normalization, device)
+    feats = maskclip_features(visual, x)
+    if upsampler is None:
+        return feats[0]
+    # FeatUp trained its upsamplers with ImageNet-normalised guidance, whatever the backbone was fed.
+    guidance = x if s.normalization == "imagenet" else preprocess(image, s.input_size, "imagenet", device)
+    return upsampler(feats, guidance)[0]
 
 
 def pool_masks(features: torch.Tensor, masks: np.ndarray, upsample: str = "nearest") -> np.ndarray:
