@@ -133,6 +133,46 @@ def test_replica_bad_input(copy_scene, damage, message):
         load_scene("replica", root, {"n_frames": 0})
 
 
+def test_replica_prompts_not_configured_and_configured_empty(synthetic_scene_dirs):
+    root = synthetic_scene_dirs["replica"]
+    default = load_scene("replica", root, {"n_frames": 0}).class_prompts
+    assert default == hierarchy(root)["classes"]  # not configured: the synthetic sidecar's classes
+    assert load_scene("replica", root, {"n_frames": 0, "prompts": None}).class_prompts == default
+    with pytest.raises(MaskfieldError, match="prompts is an empty list, which would evaluate nothing"):
+        load_scene("replica", root, {"prompts": []})
+
+
+def test_replica_prompt_without_pixels_is_an_error(synthetic_scene_dirs):
+    settings = {"n_frames": 0, "class_merge": {"sofa": "seat"}, "prompts": ["seat", "unicorn", "sofa"]}
+    with pytest.raises(MaskfieldError, match=r"Prompt\(s\) 'unicorn', 'sofa' of reader setting prompts have no pixel "
+                                             r"in the 20 kept frames"):
+        load_scene("replica", synthetic_scene_dirs["replica"], settings)
+
+
+def test_replica_class_ids_missing_from_info_semantic_are_logged(copy_scene, caplog):
+    root = copy_scene("replica")
+    path = root / "Sequence_1" / "info_semantic.json"
+    info = json.loads(path.read_text())
+    table = next(c["id"] for c in info["classes"] if c["name"] == "table")
+    info["classes"] = [c for c in info["classes"] if c["name"] != "table"]
+    path.write_text(json.dumps(info))
+    frames = [png(root / "Sequence_1" / "semantic_class" / f"semantic_class_{i}.png") for i in range(20)]
+    pixels = int(sum((f == table).sum() for f in frames))
+    assert pixels > 0
+    with caplog.at_level("WARNING", logger="maskfield"):
+        scene = load_scene("replica", root, {"n_frames": 0})
+    (message,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert message.startswith("The semantic_class maps of the 20 kept frames hold class ids that the classes of "
+                              f"{path} do not name: {table} ({pixels} px);")
+    assert not any(planes[scene.class_prompts.index("table")].any() for planes in scene.seg_masks.values())
+
+
+def test_replica_reads_the_synthetic_room_without_warnings(synthetic_scene_dirs, caplog):
+    with caplog.at_level("WARNING", logger="maskfield"):
+        load_scene("replica", synthetic_scene_dirs["replica"], {"n_frames": 0})
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def _scaled_first_pose(path: Path) -> str:
     poses = np.loadtxt(path)
     poses[0, [0, 1, 2]] *= 1.5  # first rotation row scaled: not orthonormal
@@ -203,6 +243,10 @@ def test_read_mask_threshold_and_alpha(tmp_path):
     (lambda r: next((r / "segmentations").glob("*/*.png")).unlink(), "is missing"),
     (lambda r: np.save(r / "poses_bounds.npy", _with_nan(np.load(r / "poses_bounds.npy"))), "NaN"),
     (lambda r: Image.new("RGB", (20, 30)).save(r / "images" / "02.png"), "02.png is 20x30"),
+    # same aspect ratio as the poses' 48x36, but another size: never silently resized
+    (lambda r: Image.new("RGB", (96, 72)).save(r / "images" / "03.png"),
+     r"03.png is 96x72, not the 48x36 full resolution of the cameras in .*poses_bounds.npy; store the scene's images and masks at that size"),
+    (lambda r: Image.new("L", (24, 18)).save(next((r / "segmentations").glob("*/*.png"))), r"\.png is 24x18, not the 48x36 full resolution"),
     (lambda r: (r / "segmentations" / "99").mkdir(), "only 12 images"),
 ])
 def test_ovs3d_bad_input(copy_scene, damage, message):

@@ -7,7 +7,8 @@
             test_mask/<k>/<prompt>.png    GT of test view k, binarised at > 128
 ```
 Views are the registered COLMAP images sorted by name; those whose stem is in images_train/
-train, every other one is a test view, and test view k is the k-th of them in that order.
+train, every other one is a test view, and test view k is the k-th of them in that order. A
+ground-truth mask with no foreground pixel is loaded as it is and logged as a warning.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ def read_query_masks(mask_dir: Path, test_ids: np.ndarray, size: tuple[int, int]
             if abs((w / h) / (full[0] / full[1]) - 1) > 0.01:
                 raise MaskfieldError(f"Mask {f} is {w}x{h}, which does not have the {full[0]}x{full[1]} shape of the cameras.")
             masks[f.stem] = read_mask(f, MASK_THRESHOLD, size)
+            if not masks[f.stem].any():
+                log.warning("Ground-truth mask %s has no foreground pixel (grayscale > 128) at the loaded %dx%d, "
+                            "so prompt '%s' has an empty ground truth in test view %d; check the file.", f, *size, f.stem, k)
         if masks:
             out[int(test_ids[k])] = masks
     return out

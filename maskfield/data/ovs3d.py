@@ -8,7 +8,9 @@
 ```
 As in the 3D-OVS evaluation, everything is read at 1/`downscale` of the poses' full resolution
 (RGB LANCZOS, masks NEAREST then `== 255`), and by default every image trains, the annotated
-ones included.
+ones included. Image and mask files must have that full resolution: a file of another size is an
+error rather than silently resized, since the focal length and the evaluation size both derive from
+the poses' H x W.
 """
 
 from __future__ import annotations
@@ -34,8 +36,6 @@ class Ovs3dSettings:
     """Divide the poses' full resolution by this, floored (3D-OVS evaluates at 1/8)."""
     hold_out_test_views: bool = False
     """Remove the annotated views from training (3D-OVS and MaskField train on all images)."""
-    aspect_tolerance: float = 0.01
-    """Relative aspect-ratio difference allowed between an image file and the poses' H x W."""
 
 
 def llff_to_opencv(poses: np.ndarray) -> np.ndarray:
@@ -76,10 +76,14 @@ def llff_intrinsics(hwf: np.ndarray, path: Path) -> tuple[np.ndarray, int, int]:
     return K, W, H
 
 
-def check_aspect(path: Path, full: tuple[int, int], tol: float, what: str) -> None:
+def check_size(path: Path, full: tuple[int, int], pb_path: Path) -> None:
+    """Refuse an image or mask file whose size is not the poses' full resolution (W, H)."""
     w, h = image_size(path)
-    if abs((w / h) / (full[0] / full[1]) - 1) > tol:
-        raise MaskfieldError(f"{path} is {w}x{h}, which does not have the {full[0]}x{full[1]} shape of {what}.")
+    if (w, h) != tuple(full):
+        raise MaskfieldError(
+            f"{path} is {w}x{h}, not the {full[0]}x{full[1]} full resolution of the cameras in {pb_path}; "
+            f"store the scene's images and masks at that size (or correct H and W in {pb_path.name})."
+        )
 
 
 def read_classes(path: Path) -> list[str]:
@@ -105,7 +109,7 @@ def annotated_views(seg_dir: Path, n_images: int) -> dict[int, Path]:
     return out
 
 
-def read_view_masks(folder: Path, classes: list[str], size: tuple[int, int], full: tuple[int, int], tol: float) -> np.ndarray:
+def read_view_masks(folder: Path, classes: list[str], size: tuple[int, int], full: tuple[int, int], pb_path: Path) -> np.ndarray:
     """[C, h, w] bool: one plane per (sorted) class, from <folder>/<class>.png."""
     for f in folder.glob("*.png"):
         if f.stem not in classes:
@@ -115,7 +119,7 @@ def read_view_masks(folder: Path, classes: list[str], size: tuple[int, int], ful
         f = folder / f"{c}.png"
         if not f.is_file():
             raise MaskfieldError(f"Mask {f} is missing; every folder in segmentations/ needs one PNG per class of classes.txt.")
-        check_aspect(f, full, tol, "the images")
+        check_size(f, full, pb_path)
         planes.append(read_mask(f, MASK_THRESHOLD, size))
     return np.stack(planes)
 
@@ -132,7 +136,7 @@ def load_ovs3d(scene_dir: Path, settings: Ovs3dSettings, name: str, dataset: str
     cameras = Cameras(scale_intrinsics(K_full, W, H, *size), c2w, *size)
     images = []
     for f in files:
-        check_aspect(f, (W, H), settings.aspect_tolerance, f"the cameras in {pb_path}")
+        check_size(f, (W, H), pb_path)
         images.append(read_rgb(f, size))
 
     seg_dir = require_dir(scene_dir / "segmentations", "classes.txt and one mask folder per test view")
@@ -144,7 +148,7 @@ def load_ovs3d(scene_dir: Path, settings: Ovs3dSettings, name: str, dataset: str
     scene = Scene(
         name=name, dataset=dataset, layout="ovs3d", images=np.stack(images), view_names=[f.stem for f in files],
         cameras=cameras, train_ids=train_ids, test_ids=test_ids, task="segmentation", class_prompts=classes,
-        seg_masks={int(v): read_view_masks(folders[v], classes, size, (W, H), settings.aspect_tolerance) for v in test_ids},
+        seg_masks={int(v): read_view_masks(folders[v], classes, size, (W, H), pb_path) for v in test_ids},
         near_far=(float(bounds.min()), float(bounds.max())), scene_type="forward",
     )
     if has_sidecar(scene_dir):

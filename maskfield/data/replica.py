@@ -10,7 +10,9 @@ info_semantic.json   classes [{id, name}], objects, id_to_label (instance -> cla
 ```
 Files are ordered by the integer after the last "_"; the camera is a pinhole with hfov 90 and a
 centred principal point. Class names go through a configurable merge map; the prompt list says
-which merged classes are evaluated, every other pixel is unlabelled.
+which merged classes are evaluated, every other pixel is unlabelled. Nothing changes the benchmark
+silently: class ids of the label maps that info_semantic.json does not name are logged as a
+warning, and a configured prompt with no pixel in the kept frames is an error.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ class ReplicaSettings:
     """Path of info_semantic.json; None searches the scene folder, Sequence_1/ and ../semantic_info/<scene>/."""
     class_merge: dict[str, str] = field(default_factory=dict)
     """Replica class name -> merged name (our choice; the paper's merging is not public)."""
-    prompts: list[str] = field(default_factory=list)
-    """Merged classes evaluated, in order; empty: the synthetic sidecar's classes, else every merged class seen."""
+    prompts: list[str] | None = None
+    """Merged classes evaluated, in order; None (not configured): the synthetic sidecar's classes,
+    else every merged class seen. Each must have pixels in the kept frames; an empty list is an error."""
     stuff_classes: list[str] = field(default_factory=lambda: ["wall", "floor", "ceiling"])
     """Merged class names that count as background stuff in the hierarchy."""
     aabb_percentile: float = 0.0
@@ -64,6 +67,9 @@ class ReplicaSettings:
     def __post_init__(self) -> None:
         if self.n_frames < 0 or self.test_stride < 1:
             raise ValueError("n_frames must be >= 0 and test_stride >= 1")
+        if self.prompts is not None and not self.prompts:
+            raise ValueError("prompts is an empty list, which would evaluate nothing; list the merged class "
+                             "names to evaluate, or leave the key out to evaluate every class seen")
 
 
 def sequence_dir(scene_dir: Path) -> Path:
@@ -176,15 +182,17 @@ def load_replica(scene_dir: Path, settings: ReplicaSettings, name: str, dataset:
     cameras = Cameras(np.repeat(K[None], len(frames), 0), c2w_all[keep].copy(), *size)
     view_names = [rgb_files[i].stem for i in frames]
 
-    info = _read_json(find_info_semantic(scene_dir, seq, settings.info_semantic))
+    info_path = find_info_semantic(scene_dir, seq, settings.info_semantic)
+    info = _read_json(info_path)
     names = class_names(info, settings.class_merge)
     sem_dir = require_dir(seq / "semantic_class", "semantic_class_<i>.png label maps")
     class_maps = read_maps(indexed_files(sem_dir), frames, sem_dir, size, full)
+    warn_unnamed_classes(class_maps, names, info_path)
 
     scene = Scene(name=name, dataset=dataset, layout="replica", images=images, view_names=view_names,
                   cameras=cameras, train_ids=train_pos, test_ids=test_pos, task="segmentation", scene_type="bounded")
     _add_geometry(scene, scene_dir, seq, frames, full, info, names, settings)
-    scene.class_prompts = _prompts(settings, scene_dir, class_maps, names)
+    scene.class_prompts = _prompts(settings, scene_dir, class_maps, names, info_path)
     scene.seg_masks = {int(v): seg_planes(class_maps[v], names, scene.class_prompts) for v in test_pos}
     scene.aabb = aabb_from_depth(scene.depth, cameras.K, cameras.c2w, settings.aabb_percentile) if scene.depth is not None else None
     return scene
@@ -235,14 +243,36 @@ def _add_geometry(scene: Scene, scene_dir: Path, seq: Path, frames: list[int], f
     scene.hierarchy = SceneHierarchy(instance_maps=inst, instance_class=classes, stuff_classes=stuff)
 
 
-def _prompts(settings: ReplicaSettings, scene_dir: Path, class_maps: np.ndarray, names: dict[int, str]) -> list[str]:
-    if settings.prompts:
+def warn_unnamed_classes(class_maps: np.ndarray, names: dict[int, str], info_path: Path) -> None:
+    """Log the class ids of the label maps [K, H, W] that info_semantic.json's classes do not name.
+
+    Their pixels end up unlabelled and no prompt can name them, which changes what is evaluated.
+    """
+    ids, counts = np.unique(class_maps, return_counts=True)
+    unnamed = [f"{int(i)} ({int(n)} px)" for i, n in zip(ids, counts) if i > 0 and int(i) not in names]
+    if unnamed:
+        log.warning("The semantic_class maps of the %d kept frames hold class ids that the classes of %s do not "
+                    "name: %s; their pixels are left unlabelled and cannot be prompted, so add those ids to "
+                    "its classes (or check that it is the scene's own info_semantic.json).",
+                    len(class_maps), info_path, ", ".join(unnamed))
+
+
+def _prompts(settings: ReplicaSettings, scene_dir: Path, class_maps: np.ndarray, names: dict[int, str],
+             info_path: Path) -> list[str]:
+    seen = {names[int(c)] for c in np.unique(class_maps) if int(c) in names and int(c) > 0}
+    if settings.prompts is not None:
+        absent = [p for p in settings.prompts if p not in seen]
+        if absent:
+            raise MaskfieldError(
+                f"Prompt(s) {', '.join(map(repr, absent))} of reader setting prompts have no pixel in the "
+                f"{len(class_maps)} kept frames of {scene_dir}: no class of {info_path} with pixels there has that "
+                f"name after class_merge; fix the name or class_merge, or drop it from prompts."
+            )
         return list(settings.prompts)
     if has_sidecar(scene_dir):
         classes = load_synthetic_gt_classes(scene_dir)
         if classes:
             return classes
-    seen = {names[int(c)] for c in np.unique(class_maps) if int(c) in names and int(c) > 0}
     prompts = sorted(seen)
     log.info("No prompt list configured for %s: evaluating every class seen (%d).", scene_dir.name, len(prompts))
     return prompts
