@@ -49,9 +49,35 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+def _gpu_count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number of GPUs (0 or more), got {text!r}")
+    return int(text)
+
+
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """The options that come before the command."""
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--gpus", type=_gpu_count, default=None, metavar="N",
+        help="GPUs this job was granted (Snakemake: {resources.gpu}): take N devices no other maskfield "
+        "job holds and set CUDA_VISIBLE_DEVICES to them (waits while none is free; nothing under Slurm, "
+        "on a machine without GPUs, or with MASKFIELD_GPU_SLOTS=off; see maskfield.gpu_slots)",
+    )
+
+
+def global_args(argv: list[str]) -> argparse.Namespace:
+    """The global options and the command name, read before any command module is imported."""
+    parser = argparse.ArgumentParser(prog="maskfield", add_help=False, allow_abbrev=False)
+    add_global_options(parser)
+    parser.add_argument("command", nargs="?")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser.parse_known_args(argv)[0]
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskfield", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, target in COMMANDS.items():
         if only is not None and name != only:
@@ -78,23 +104,46 @@ def record_imports(command: str | None, argv: list[str]) -> None:
         f.write(json.dumps({"command": command, "argv": argv, "files": files}) + "\n")
 
 
+def take_gpus(n: int | None, command: str) -> int | None:
+    """Hold this job's GPUs (`maskfield.gpu_slots`); an exit status when that fails, else None."""
+    if n is None:
+        return None
+    from maskfield import gpu_slots
+
+    try:
+        gpu_slots.acquire(n)
+    except MaskfieldError as exc:
+        print(f"maskfield {command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"maskfield {command}: interrupted while waiting for a GPU; nothing was run.", file=sys.stderr)
+        return 130
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    pre = global_args(argv)
+    command = pre.command if pre.command in COMMANDS else None
     try:
-        return _main(argv)
+        return _main(argv, pre, command)
     finally:
-        record_imports(next((a for a in argv if not a.startswith("-")), None), argv)
+        record_imports(command, argv)
 
 
-def _main(argv: list[str]) -> int:
-    command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
+def _main(argv: list[str], pre: argparse.Namespace, command: str | None) -> int:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if pre.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Before build_parser: importing a command's module can initialise CUDA (tinycudann does),
+    # and CUDA reads CUDA_VISIBLE_DEVICES only once.
+    failed = take_gpus(pre.gpus, command) if command else None
+    if failed is not None:
+        return failed
+    parser = build_parser(only=command)
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
