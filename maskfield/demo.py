@@ -22,10 +22,10 @@ def workflow_command(target: str, cores: int, extra: list[str] | tuple[str, ...]
     import torch
 
     if not torch.cuda.is_available():
-        # The local profile caps gpu-declared rules to one at a time (one card); on a CPU-only
-        # machine those rules are CPU jobs, and on few cores one single-threaded job per core
-        # finishes sooner than one multi-threaded job at a time (small tensors scale poorly).
-        cmd += ["--resources", f"gpu={cores}", "--set-threads", *(f"{rule}=1" for rule in GPU_RULES)]
+        # On a CPU-only machine the GPU rules are CPU jobs, and on few cores one single-threaded
+        # job per core finishes sooner than one multi-threaded job at a time (small tensors
+        # scale poorly with threads).
+        cmd += ["--set-threads", *(f"{rule}=1" for rule in GPU_RULES)]
     return cmd, env
 
 

@@ -11,6 +11,7 @@ from fields_scenes import plane_scene
 from maskfield.errors import MaskfieldError
 from maskfield.backends.nerf.checkpoint import load_field
 from maskfield.io.checkpoints import load_checkpoint, save_checkpoint
+from maskfield.settings import from_dict
 from maskfield.backends.nerf.geometry_cache import GeometrySettings, build_geometry
 from maskfield.backends.nerf.nerf import FieldConfig
 from maskfield.backends.nerf.train_rgb import TrainRGBSettings, evaluate_rgb, render_view, train_rgb
@@ -123,7 +124,7 @@ def test_median_surface_is_the_half_weight_sample_of_each_ray(trained):
     spacing = (full.positions[:, 1:] - full.positions[:, :-1]).norm(dim=-1).max(dim=1).values
     assert bool((gap.min(dim=1).values <= 0.5 * spacing + 1e-5).all())
     with pytest.raises(MaskfieldError, match="surface"):
-        build_geometry(tf, scene, GeometrySettings(surface="mode", device="cpu"))
+        from_dict(GeometrySettings, {"surface": "mode"})
 
 
 def test_coarse_to_fine_schedule_and_bad_fractions():

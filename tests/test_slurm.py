@@ -212,7 +212,7 @@ def _hms(minutes: int) -> str:
 # the other two) so every pipeline rule runs once: 14 jobs instead of 31.
 REAL_TARGETS = ("results/tables/synthetic.csv",)
 ONE_SCENE = "datasets:\n  synthetic:\n    scenes:\n      desk: {layout: ovs3d, enabled: false}\n      table360: {layout: lerf_mask, enabled: false}\n"
-PIPELINE_RULES = set(GPU_RULES) | {"synthesize_scene", "render_teacher", "evaluate", "table"}
+PIPELINE_RULES = set(GPU_RULES) | {"synthesize_scene", "text_embeddings", "render_teacher", "evaluate", "table"}
 
 
 @pytest.mark.slow
@@ -245,3 +245,37 @@ def test_real_synthetic_workflow_through_slurm(request, tmp_path):
     gpu_rules = {re.search(r"StdOut=\S*/slurm_logs/rule_(\w+)/", _job_record(slurm_cluster, j)).group(1)
                  for j in submitted if "TresPerJob=gres:gpu:1" in _job_record(slurm_cluster, j)}
     assert gpu_rules == set(GPU_RULES), gpu_rules
+
+
+PARALLEL_SNAKEFILE = textwrap.dedent(
+    """
+    # Two independent jobs of a GPU rule (profiles/slurm asks one GPU each); each records when it
+    # ran, so the test can see whether Slurm ran them side by side.
+    localrules: all
+
+    rule all:
+        input: expand("masks_{i}.txt", i=(1, 2))
+
+    rule sam_masks:
+        output: "masks_{i}.txt"
+        resources: gpu=1
+        shell: "date +%s.%N > {output}; sleep 8; date +%s.%N >> {output}"
+    """
+)
+
+
+@pytest.mark.parametrize("flag", ["--profile", "--workflow-profile"])
+def test_both_profile_flags_run_independent_gpu_jobs_side_by_side(slurm_cluster, tmp_path, flag):
+    """`--profile profiles/slurm` also loads the repository's profiles/default (copied beside the
+    Snakefile here): it must not throttle the cluster's GPU jobs to one at a time."""
+    (tmp_path / "Snakefile").write_text(PARALLEL_SNAKEFILE)
+    shutil.copytree(REPO / "profiles" / "default", tmp_path / "profiles" / "default")
+    profile = _profile_for_local_cluster(tmp_path / "slurm")
+    env = _snakemake_env(slurm_cluster)
+    env.update(MASKFIELD_SLURM_PARTITION=slurm_cluster.partition, MASKFIELD_SLURM_ACCOUNT="")
+    p = subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(tmp_path), flag, str(profile),
+                        *SLURM_FLAGS, "--snakefile", str(tmp_path / "Snakefile")],
+                       env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-4000:]
+    (s1, e1), (s2, e2) = ([float(t) for t in (tmp_path / f"masks_{i}.txt").read_text().split()] for i in (1, 2))
+    assert max(s1, s2) < min(e1, e2), f"the two GPU jobs ran one after the other ({s1:.0f}-{e1:.0f}, {s2:.0f}-{e2:.0f})"

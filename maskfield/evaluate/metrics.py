@@ -217,12 +217,14 @@ FEATURE3DGS_MAX_CLASSES = 7
 
 
 def feature3dgs_view_iou(gt_labels: np.ndarray, pred_labels: np.ndarray, n_classes: int,
-                         max_classes: int | None = FEATURE3DGS_MAX_CLASSES) -> np.ndarray:
+                         max_classes: int | None = FEATURE3DGS_MAX_CLASSES, rank_by_prediction: bool = True) -> np.ndarray:
     """Per-class IoU of one view over its scored classes, as Feature 3DGS's `calculate_iou`.
 
     The scored classes are those present in the view's GT or prediction, ordered by their pixel
     count in GT plus prediction (ties: lower class index first), the first `max_classes` of them
-    (None: all). A scored class has a non-empty union, so its IoU is defined.
+    (None: all). A scored class has a non-empty union, so its IoU is defined. With
+    `rank_by_prediction` False the classes are those of the GT alone, ranked by GT pixel count:
+    then which classes a view scores does not depend on the method being scored.
 
     Args:
         gt_labels: [H, W] int, IGNORE where unlabelled (those pixels are left out).
@@ -237,7 +239,8 @@ def feature3dgs_view_iou(gt_labels: np.ndarray, pred_labels: np.ndarray, n_class
     pred_count = np.bincount(p, minlength=n_classes)
     inter = np.bincount(g[g == p], minlength=n_classes)
     counts = gt_count + pred_count
-    order = np.argsort(-counts, kind="stable")[: int((counts > 0).sum())]
+    rank = counts if rank_by_prediction else gt_count
+    order = np.argsort(-rank, kind="stable")[: int((rank > 0).sum())]
     scored = order if max_classes is None else order[:max_classes]
     iou = np.full(n_classes, np.nan)
     iou[scored] = inter[scored] / (counts[scored] - inter[scored])
@@ -245,16 +248,17 @@ def feature3dgs_view_iou(gt_labels: np.ndarray, pred_labels: np.ndarray, n_class
 
 
 def feature3dgs_scores(gts: list[np.ndarray], preds: list[np.ndarray],
-                       max_classes: int | None = FEATURE3DGS_MAX_CLASSES) -> Feature3dgsScores:
+                       max_classes: int | None = FEATURE3DGS_MAX_CLASSES, rank_by_prediction: bool = True) -> Feature3dgsScores:
     """Replica scene scores as Feature 3DGS's `segmentation_metric.py`: per view, then averaged.
 
     Args:
         gts: per view [C, H, W] bool GT planes (a pixel with no class, or several, is unlabelled).
         preds: per view [H, W] int predicted class in [0, C).
         max_classes: classes scored per view (`feature3dgs_view_iou`); None scores all present.
+        rank_by_prediction: rank the classes by GT plus prediction (the reference) or by GT alone.
     """
     labels, predicted, C = _view_labels(gts, preds)
-    iou = np.stack([feature3dgs_view_iou(g, p, C, max_classes) for g, p in zip(labels, predicted)])
+    iou = np.stack([feature3dgs_view_iou(g, p, C, max_classes, rank_by_prediction) for g, p in zip(labels, predicted)])
     acc = np.full(len(labels), np.nan)
     for i, (g, p) in enumerate(zip(labels, predicted)):
         valid = g != IGNORE

@@ -112,8 +112,19 @@ class OvsProtocol:
         return [Metric("miou", r.miou), Metric("acc", r.acc), *class_metrics(scene.class_prompts, r.iou.mean(axis=0))], len(views)
 
 
+def feature3dgs_by_ground_truth(gts, preds):
+    """Feature 3DGS's per-view protocol with each view's classes chosen from its ground truth."""
+    return M.feature3dgs_scores(gts, preds, rank_by_prediction=False)
+
+
 REPLICA_SCORERS = {
-    "pooled": M.replica_scores,
+    # Feature 3DGS's segmentation_metric.py (per view: the 7 most frequent classes, mean IoU and
+    # pixel accuracy; then the mean over views). Its reference ranks classes by teacher plus
+    # student pixels, with LSeg's predictions as the teacher; with dataset labels as the ground
+    # truth we rank by the ground truth, so every method scores the same classes of a view.
+    "feature3dgs": feature3dgs_by_ground_truth,
+    "lseg": M.lseg_scores,  # LSeg's test script (DFF's encoder): pooled, every class, empty union 0
+    "pooled": M.replica_scores,  # one confusion matrix over all views, Semantic-NeRF's nanmean
 }
 
 
@@ -123,7 +134,8 @@ class ReplicaProtocol:
 
     Classes with no ground-truth pixel in any test view are left out of the mean for every
     method (a stray predicted pixel would otherwise score 0 for one method and nothing for
-    another, so that two rows of a table averaged different class sets)."""
+    another, so that two rows of a table averaged different class sets); with "lseg", whose
+    reference scores every class, they score 0 for every method."""
 
     name: str = "replica"
     task: str = "segmentation"
@@ -146,8 +158,12 @@ class ReplicaProtocol:
             log.warning("%s/%s: prompts %s have no ground-truth pixel in any test view; they are left out of mIoU for "
                         "every method", scene.dataset, scene.name, absent)
         r = scorer(gts, labels)
-        per_class = np.where([c in absent for c in scene.class_prompts], np.nan, r.iou)
-        miou = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
+        per_class = np.asarray(r.class_iou, np.float64)
+        miou = r.miou
+        if s.segmentation.protocol != "lseg":
+            per_class = np.where([c in absent for c in scene.class_prompts], np.nan, per_class)
+        if s.segmentation.protocol == "pooled":  # a class only predicted would otherwise count
+            miou = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
         return [Metric("miou", miou), Metric("acc", r.acc), *class_metrics(scene.class_prompts, per_class)], len(views)
 
 
@@ -188,9 +204,14 @@ class LerfMaskProtocol:
                     masks[(v, prompt)] = qp.mask
                     n_fallback += int(qp.fallback)
         r = M.lerf_scores(gts, masks)
+        if r.n_empty_gt:
+            log.warning("%s/%s: %d of %d ground-truth masks are empty (the prompt's object is not in that view); "
+                        "a prediction there scores 0, an empty one is left out, as the reference script does",
+                        scene.dataset, scene.name, r.n_empty_gt, r.n_pairs)
         out = [Metric("miou", r.miou), Metric("mbiou", r.mbiou), Metric("miou_missing_zero", r.miou_missing_zero),
                Metric("mbiou_missing_zero", r.mbiou_missing_zero), Metric("n_pairs", r.n_pairs),
-               Metric("n_missing", r.n_missing), Metric("n_fallback", n_fallback)]
+               Metric("n_missing", r.n_missing), Metric("n_empty_gt", r.n_empty_gt),
+               Metric("n_skipped_empty", r.n_skipped_empty), Metric("n_fallback", n_fallback)]
         out += [Metric(f"iou/{p}", v) for p, v in r.per_prompt_iou.items()]
         out += [Metric(f"biou/{p}", v) for p, v in r.per_prompt_biou.items()]
         return out, len(views)

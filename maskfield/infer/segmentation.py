@@ -31,6 +31,7 @@ import numpy as np
 from maskfield.infer.filters import box_blend, majority_filter, resize_bilinear
 
 VARIANTS = ("paper", "official", "classify")
+REPLICA_PROTOCOLS = ("feature3dgs", "lseg", "pooled")  # maskfield.evaluate.protocols.REPLICA_SCORERS
 
 
 @dataclass
@@ -55,15 +56,20 @@ class SegmentationSettings:
     """official: side of the majority filter applied to the label map (code: 7; <= 1 disables)."""
     smooth_paper: bool = False
     """paper: also apply the official box blend and majority filter (the paper names no filter)."""
-    protocol: str = "pooled"
-    """How scenes evaluated with the Replica protocol are scored (`maskfield.evaluate.protocols`;
-    no other protocol reads it): "pooled" = one confusion matrix over all test views."""
+    protocol: str = "feature3dgs"
+    """How scenes of the Replica protocol are scored (no other protocol reads it; docs/protocols.md):
+    "feature3dgs" (the paper follows Feature 3DGS and DFF: per view, mean IoU over its 7 most
+    frequent classes, and pixel accuracy, averaged over views), "lseg" (DFF's LSeg scoring:
+    intersections and unions summed over views, every class) or "pooled" (one confusion matrix
+    over all views, Semantic-NeRF's mean over classes present)."""
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if not 0.0 <= self.box_blend <= 1.0:
             raise ValueError(f"box_blend must be in [0, 1], got {self.box_blend}")
+        if self.protocol not in REPLICA_PROTOCOLS:
+            raise ValueError(f"protocol must be one of {REPLICA_PROTOCOLS}, got {self.protocol!r}")
 
 
 def cosine_relevance(semantics: np.ndarray, text: np.ndarray) -> np.ndarray:

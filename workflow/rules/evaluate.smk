@@ -23,7 +23,7 @@ rule render:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield render {params.scene} --geometry {input.geometry} --checkpoint {input.ckpt} "
+        "maskfield --gpus {resources.gpu} render {params.scene} --geometry {input.geometry} --checkpoint {input.ckpt} "
         "--out {output} > {log} 2>&1"
 
 

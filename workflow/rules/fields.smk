@@ -25,7 +25,7 @@ rule rgb_field:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield train-rgb {params.scene} --backend {wildcards.backend} {params.from_rgb} "
+        "maskfield --gpus {resources.gpu} train-rgb {params.scene} --backend {wildcards.backend} {params.from_rgb} "
         "--settings {params.settings} --out {output.ckpt} > {log} 2>&1"
 
 
@@ -51,7 +51,7 @@ rule geometry:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield geometry {params.scene} --backend {wildcards.backend} --rgb {input.rgb} "
+        "maskfield --gpus {resources.gpu} geometry {params.scene} --backend {wildcards.backend} --rgb {input.rgb} "
         "--settings {params.settings} --out {output} > {log} 2>&1"
 
 
@@ -79,6 +79,6 @@ rule mask_field:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield train-mask {params.scene} --geometry {input.geometry} --masks {input.masks} "
+        "maskfield --gpus {resources.gpu} train-mask {params.scene} --geometry {input.geometry} --masks {input.masks} "
         "--embeddings {input.embeddings} --backend {wildcards.backend} --method maskfield "
         "--settings {params.settings} --out {output} > {log} 2>&1"

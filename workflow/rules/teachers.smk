@@ -24,7 +24,7 @@ rule sam_masks:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield masks {params.scene} --source {params.source} --settings {params.settings} "
+        "maskfield --gpus {resources.gpu} masks {params.scene} --source {params.source} --settings {params.settings} "
         "--out {output} > {log} 2>&1"
 
 
@@ -52,7 +52,7 @@ rule clip_embeddings:
     conda:
         "../../envs/maskfield.yaml"
     shell:
-        "maskfield embed {params.scene} --masks {input.masks} --source {params.source} "
+        "maskfield --gpus {resources.gpu} embed {params.scene} --masks {input.masks} --source {params.source} "
         "--settings {params.settings} --out {output} > {log} 2>&1"
 
 
