@@ -271,6 +271,9 @@ def test_both_profile_flags_run_independent_gpu_jobs_side_by_side(slurm_cluster,
     (tmp_path / "Snakefile").write_text(PARALLEL_SNAKEFILE)
     shutil.copytree(REPO / "profiles" / "default", tmp_path / "profiles" / "default")
     profile = _profile_for_local_cluster(tmp_path / "slurm")
+    shipped = yaml.safe_load((profile / "profile.yaml").read_text())
+    shipped["set-resources"]["sam_masks"].update(cpus_per_gpu=1, mem_mb=500)  # two fit on this node
+    (profile / "profile.yaml").write_text(yaml.safe_dump(shipped, sort_keys=False))
     env = _snakemake_env(slurm_cluster)
     env.update(MASKFIELD_SLURM_PARTITION=slurm_cluster.partition, MASKFIELD_SLURM_ACCOUNT="")
     p = subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(tmp_path), flag, str(profile),
