@@ -40,6 +40,8 @@ TYPOS = [
     ({"datasets": {"synthetic": {"reader": {"n_frams": 10}}}}, ["n_frams", "reader settings of synthetic/room"]),
     ({"teachers": {"simulated_masks": {"drop_prb": 0.1}}}, ["drop_prb", "teachers: simulated_masks"]),
     ({"inference": {"query": {"relevance_treshold": 0.8}}}, ["relevance_treshold", "inference"]),
+    ({"datasets": {"synthetic": {"scenes": {"room": {"layout": "replica", "reader": {"prompts": []}}}}}},
+     ["prompts is an empty list", "reader settings of synthetic/room"]),
 ]
 
 
