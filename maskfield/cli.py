@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "table": "maskfield.stages.table:register_table",
     "confusion": "maskfield.stages.evaluate:register_confusion",
     "objects": "maskfield.stages.evaluate:register_objects",
+    "query": "maskfield.stages.query:register",
 }
 
 
