@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "confusion": "maskfield.stages.evaluate:register_confusion",
     "objects": "maskfield.stages.evaluate:register_objects",
     "query": "maskfield.stages.query:register",
+    "export": "maskfield.stages.export:register",
 }
 
 
