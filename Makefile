@@ -24,4 +24,4 @@ test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
 
 clean-results:
-	rm -rf results/cache results/fields results/renders results/metrics results/tables logs benchmarks
+	rm -rf results/cache results/fields results/renders results/metrics results/tables results/figures results/queries results/report.html logs benchmarks

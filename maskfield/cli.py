@@ -36,6 +36,10 @@ COMMANDS: dict[str, str] = {
     "table": "maskfield.stages.table:register_table",
     "confusion": "maskfield.stages.evaluate:register_confusion",
     "objects": "maskfield.stages.evaluate:register_objects",
+    "figures": "maskfield.stages.figures:register_figures",
+    "contact-sheet": "maskfield.stages.figures:register_contact_sheet",
+    "query": "maskfield.stages.query:register",
+    "export": "maskfield.stages.export:register",
 }
 
 

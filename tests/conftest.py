@@ -43,3 +43,12 @@ def copy_scene(synthetic_scene_dirs, tmp_path):
         return dst
 
     return _copy
+
+
+@pytest.fixture(scope="session")
+def trained_table_scene(tmp_path_factory):
+    """A small trained query scene laid out like the workflow's results (`tests/trained_scene.py`;
+    ~15 s of CPU: the `query` and `export` tests share it)."""
+    from trained_scene import train_table_scene
+
+    return train_table_scene(tmp_path_factory.mktemp("trained_table"))

@@ -81,6 +81,23 @@ def test_tiny_workflow_writes_every_stage_and_the_table(finished_run):
     assert "mIoU over" in (w / "logs" / "table" / "synthetic.log").read_text()
 
 
+def test_figures_rule_writes_every_test_view_and_a_contact_sheet(finished_run):
+    """The tables' inputs include one figure per test view (and prompt, on the query scene) of every
+    method, named by method and teacher, and one contact sheet per scene and method."""
+    from PIL import Image
+
+    for scene, per_view in (("room", 1), ("desk", 1), ("table360", 6)):
+        for method in ("maskfield-nerf", "teacher-2d"):
+            folder = finished_run / "results" / "figures" / "synthetic" / scene / method
+            index = json.loads((folder / "figures.json").read_text())
+            assert index["title"].endswith(f"{method}, teacher=simulated"), index["title"]
+            assert len({f["view"] for f in index["figures"]}) in (2, 3)  # the tiny scenes' annotated test views
+            assert len(index["figures"]) == per_view * len({f["view"] for f in index["figures"]})
+            assert sorted(p.name for p in folder.glob("*.png")) == sorted(f["file"] for f in index["figures"])
+            with Image.open(folder.with_suffix(".png")) as sheet:
+                assert sheet.width >= 480 and sheet.height > 100
+
+
 def package_relative(path: str) -> str:
     """'.../maskfield/fields/mlp.py' -> 'maskfield/fields/mlp.py' (the run's copy or the installed one)."""
     parts = Path(path).parts
@@ -123,7 +140,7 @@ def test_every_rule_declares_the_code_its_command_imports(imports_and_inputs):
         rules.add(rule)
         assert files <= inputs, f"rule {rule} ({out}) imports {sorted(files - inputs)} but does not declare them"
     assert rules == {"synthesize_scene", "sam_masks", "clip_embeddings", "text_embeddings", "rgb_field", "geometry",
-                     "mask_field", "render", "render_teacher", "evaluate", "table"}, rules
+                     "mask_field", "render", "render_teacher", "evaluate", "figures", "contact_sheet", "table"}, rules
 
 
 # a shared encoding (mask field, render), a NeRF-only module (RGB field, geometry), a teacher (masks, embeddings)
@@ -159,8 +176,8 @@ def test_threshold_change_reruns_only_the_evaluations_that_read_it(finished_run)
     w = finished_run
     query = ["--config", 'inference={"query": {"relevance_threshold": 0.5}}']
     jobs = dry_run_jobs(w, *query)
-    assert {rule for rule, _, _, _ in jobs} == {"evaluate", "table"}, jobs
-    assert {wc["scene"] for rule, wc, _, _ in jobs if rule == "evaluate"} == {"table360"}
+    assert {rule for rule, _, _, _ in jobs} == {"evaluate", "figures", "contact_sheet", "table"}, jobs
+    assert {wc["scene"] for rule, wc, _, _ in jobs if rule in ("evaluate", "figures")} == {"table360"}
     seg = ["--config", 'inference={"segmentation": {"variant": "paper"}}']
     assert {wc["scene"] for rule, wc, _, _ in dry_run_jobs(w, *seg) if rule == "evaluate"} == {"room", "desk"}
 
@@ -169,17 +186,19 @@ def test_threshold_change_reruns_only_the_evaluations_that_read_it(finished_run)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     after = mtimes(w)
     changed = {p for p in before if after.get(p) != before[p]}
-    assert changed == {"results/metrics/synthetic/table360/maskfield-nerf.csv",
-                       "results/metrics/synthetic/table360/teacher-2d.csv", "results/tables/synthetic.csv"}, changed
+    figures = {p for p in changed if p.startswith("results/figures/synthetic/table360/")}
+    assert changed - figures == {"results/metrics/synthetic/table360/maskfield-nerf.csv",
+                                 "results/metrics/synthetic/table360/teacher-2d.csv", "results/tables/synthetic.csv"}, changed
+    assert {"results/figures/synthetic/table360/maskfield-nerf.png", "results/figures/synthetic/table360/teacher-2d.png"} <= figures
 
 
 def test_a_scene_field_override_reruns_only_that_scene_from_its_stage(finished_run):
     """`datasets: <d>: scenes: <s>: fields: nerf: rgb:` reaches that scene's RGB field and nothing
-    else upstream of evaluation (evaluate and table jobs are left out: an earlier test may have
-    changed the inference settings, which reruns evaluations)."""
+    else upstream of evaluation (evaluate, figures and table jobs are left out: an earlier test may
+    have changed the inference settings, which reruns evaluations and figures)."""
     change = ["--config", 'datasets={"synthetic": {"scenes": {"room": {"fields": {"nerf": {"rgb": {"depth_weight": 0.05}}}}}}}']
     upstream = sorted((rule, wc["scene"]) for rule, wc, _, _ in dry_run_jobs(finished_run, *change)
-                      if rule not in ("evaluate", "table"))
+                      if rule not in ("evaluate", "figures", "contact_sheet", "table"))
     assert upstream == [("geometry", "room"), ("mask_field", "room"), ("render", "room"), ("rgb_field", "room")], upstream
 
 
@@ -229,3 +248,50 @@ def test_objects_target_runs_alone_and_averages_to_the_metrics(finished_run):
     metrics = pd.read_csv(w / "results/metrics/synthetic/room/maskfield-nerf.csv").set_index("metric")["value"]
     assert len(rows) == metrics["n_objects"] and rows["iou"].mean() == pytest.approx(metrics["best_query_iou"])
     assert "best-query IoU" in (w / "logs/objects/synthetic/room/maskfield-nerf.log").read_text()
+
+
+def test_report_shows_the_table_figures_and_runtimes_in_a_browser(finished_run, tmp_path):
+    """`snakemake --report` of the table target, opened in headless Chromium: the table's cells are in
+    the page, a contact sheet displays at its natural size, and the rules' runtimes are there.
+    Screenshots: report-table.png, report-figure.png and report-statistics.png in the test's folder."""
+    from PIL import Image
+
+    from browser import Browser, find_chromium
+
+    w = finished_run
+    report = tmp_path / "report.html"
+    run = snakemake(w, "--report", str(report), TARGET, "--configfile", str(TINY))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    chromium = find_chromium()
+    if chromium is None:
+        if os.environ.get("MASKFIELD_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("Chromium is not installed and MASKFIELD_REQUIRE_CHROMIUM=1")
+        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run installs it when root)")
+    with Browser(chromium, tmp_path / "profile") as b:
+        b.open(report.as_uri())
+        b.wait_for("typeof app !== 'undefined' && app !== undefined")
+        keys = b.evaluate("Object.keys(results)")
+        table = next(k for k in keys if k.endswith(TARGET))
+        b.evaluate(f"app.showResultInfo({json.dumps(table)})")
+        cells = b.wait_for("[...document.querySelectorAll('table.docutils td')].map(td => td.textContent.trim())")
+        rows = pd.read_csv(w / TARGET)
+        assert {"maskfield", "teacher-2d", "simulated", f"{rows['room/mIoU'].iloc[0]:.1f}"} <= set(cells), cells
+        b.screenshot(tmp_path / "report-table.png")
+
+        sheet = next(k for k in keys if k.endswith("figures/synthetic/room/maskfield-nerf.png"))
+        b.evaluate(f"app.setView({{content: 'img', contentPath: results[{json.dumps(sheet)}].data_uri, "
+                   f"resultPath: {json.dumps(sheet)}}})")
+        size = b.wait_for("(() => { const i = document.querySelector('img[src^=\"data:image/png\"]');"
+                          " return i && i.complete && i.naturalWidth > 0 ? [i.naturalWidth, i.naturalHeight] : null })()")
+        with Image.open(w / sheet) as im:
+            assert size == list(im.size)
+        b.screenshot(tmp_path / "report-figure.png")
+        figures = b.evaluate("Object.keys(categories['Figures'] || {})")
+        assert {"synthetic/room", "synthetic/desk", "synthetic/table360"} <= set(figures), figures
+
+        runtimes = b.evaluate("runtimes_spec.data.values")
+        assert {"mask_field", "figures", "table"} <= {r["rule"] for r in runtimes}
+        assert all(r["runtime"] >= 0 for r in runtimes)
+        b.evaluate("app.setView({content: 'stats'})")
+        b.wait_for("document.querySelectorAll('canvas, svg.marks').length > 0")
+        b.screenshot(tmp_path / "report-statistics.png")

@@ -17,6 +17,10 @@ Parts (Scene from maskfield.data, GeometryCache from maskfield.io.geometry):
     freeze(trained field, scene, settings) -> GeometryCache
     feature_field(cache, settings.feature_field) -> nn.Module implementing
         maskfield.distill.mask_field.FeatureBackend
+    export(scene, rgb_path, out, mask_checkpoint=None, geometry=None, labeller=None) -> Path: the
+        segmented scene as a binary PLY point cloud (`maskfield export`); `labeller` is a
+        maskfield.stages.export.PointLabeller, called on [Q, ...] query probabilities of the
+        backend's points; optional (a backend without it cannot export)
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ COMMAND_PARTS: dict[str, tuple[str, ...]] = {
     "geometry": ("geometry_settings", "load_rgb", "freeze"),
     "train-mask": ("mask_settings", "feature_field"),
     "render": ("mask_settings", "feature_field"),
+    "export": ("export", "mask_settings", "feature_field"),
 }
 
 OPTIONAL_PARTS = {"rgb_needs": lambda layout, settings: ()}

@@ -175,6 +175,48 @@ class ReplicaProtocol:
 # ---------------------------------------------------------------- query
 
 
+@dataclass
+class QueryViews:
+    """Ground truth and predicted masks of every (test view, prompt) pair of a query scene."""
+
+    views: list[int]  # annotated test views (scene view indices)
+    gts: dict[tuple[int, str], np.ndarray]  # (view, prompt) -> [H, W] bool ground truth
+    masks: dict[tuple[int, str], np.ndarray]  # (view, prompt) -> [H, W] bool prediction (rendered views only)
+    n_fallback: int  # predictions that used the top-1 fallback
+
+
+def prompt_negatives(prompts: list[str], text: TextFeatures, q: QuerySettings) -> dict[str, np.ndarray]:
+    """Each prompt's negative phrase features [K, D]: the canonical phrases, plus the other
+    prompts with `negatives: canonical+scene`."""
+    canonical = np.stack([text[c] for c in CANONICAL_PHRASES])
+    if q.negatives != "canonical+scene":
+        return {p: canonical for p in prompts}
+    return {p: np.concatenate([canonical, np.reshape([text[o] for o in prompts if o != p], (-1, canonical.shape[1]))])
+            for p in prompts}
+
+
+def query_test_views(scene, preds: dict[int, ViewPrediction], text: TextFeatures, q: QuerySettings,
+                     prompts: list[str]) -> QueryViews:
+    """The query inference of every annotated test view and prompt (what the LERF-Mask protocol scores).
+
+    Args:
+        text: features of `prompts` and CANONICAL_PHRASES. prompts: the scene's query prompts.
+    """
+    views = [int(v) for v in scene.test_ids if scene.query_masks.get(int(v))]
+    if not views:
+        raise MaskfieldError(f"scene {scene.name} has no query ground truth for its test views; check its layout.")
+    negatives = prompt_negatives(prompts, text, q)
+    gts, masks, n_fallback = {}, {}, 0
+    for v in views:
+        for prompt, gt in scene.query_masks[v].items():
+            gts[(v, prompt)] = np.asarray(gt, bool)
+            if v in preds:
+                qp = query_mask(preds[v].probs, preds[v].semantics, text[prompt], negatives[prompt], gt.shape, q)
+                masks[(v, prompt)] = qp.mask
+                n_fallback += int(qp.fallback)
+    return QueryViews(views, gts, masks, n_fallback)
+
+
 @dataclass(frozen=True)
 class LerfMaskProtocol:
     """LERF-Mask, as lkeab/gaussian-grouping `script/eval_lerf_mask.py` scores it: one binary mask
@@ -191,24 +233,8 @@ class LerfMaskProtocol:
         return prompts + list(CANONICAL_PHRASES)
 
     def score(self, scene, preds, text: TextFeatures, s: InferenceSettings, where: str) -> tuple[list[Metric], int]:
-        q = s.query
-        views = [int(v) for v in scene.test_ids if scene.query_masks.get(int(v))]
-        if not views:
-            raise MaskfieldError(f"scene {scene.name} has no query ground truth for its test views; check its layout.")
-        prompts = self.phrases(scene)[:-len(CANONICAL_PHRASES)]
-        canonical = np.stack([text[c] for c in CANONICAL_PHRASES])
-        negatives = {p: canonical for p in prompts}
-        if q.negatives == "canonical+scene":  # each prompt's negatives: canonical + the other prompts
-            negatives = {p: np.concatenate([canonical, np.reshape([text[o] for o in prompts if o != p], (-1, canonical.shape[1]))])
-                         for p in prompts}
-        gts, masks, n_fallback = {}, {}, 0
-        for v in views:
-            for prompt, gt in scene.query_masks[v].items():
-                gts[(v, prompt)] = np.asarray(gt, bool)
-                if v in preds:
-                    qp = query_mask(preds[v].probs, preds[v].semantics, text[prompt], negatives[prompt], gt.shape, q)
-                    masks[(v, prompt)] = qp.mask
-                    n_fallback += int(qp.fallback)
+        qv = query_test_views(scene, preds, text, s.query, self.phrases(scene)[:-len(CANONICAL_PHRASES)])
+        views, gts, masks, n_fallback = qv.views, qv.gts, qv.masks, qv.n_fallback
         r = M.lerf_scores(gts, masks)
         if r.n_empty_gt:
             log.warning("%s/%s: %d of %d ground-truth masks are empty (the prompt's object is not in that view); "

@@ -378,6 +378,15 @@ def table_methods():
     return out
 
 
+def get_table_figures(wildcards):
+    """The contact sheets of every scene and method of a dataset's table (rule `contact_sheet`)."""
+    return [
+        f"results/figures/{wildcards.dataset}/{scene}/{method}.png"
+        for scene in scenes_of(wildcards.dataset)
+        for method in table_methods()
+    ]
+
+
 def get_table_metrics(wildcards):
     return [
         f"results/metrics/{wildcards.dataset}/{scene}/{method}.csv"

@@ -4,9 +4,15 @@
 rule table:
     input:
         metrics=get_table_metrics,
+        figures=get_table_figures,  # not read: they make the table's report show its figures
         code=get_code("table"),
     output:
-        "results/tables/{dataset}.csv",
+        report(
+            "results/tables/{dataset}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"dataset": "{dataset}", "table": "metrics"},
+        ),
     params:
         columns="",  # the paper's headline metrics (maskfield table's default)
     log:
@@ -24,7 +30,12 @@ rule table:
 # ground-truth objects (all, things, stuff), for scenes with instance ground truth.
 use rule table as mask_quality_table with:
     output:
-        "results/tables/mask_quality/{dataset}.csv",
+        report(
+            "results/tables/mask_quality/{dataset}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"dataset": "{dataset}", "table": "mask quality (best-query IoU)"},
+        ),
     params:
         columns="--columns best_query_iou best_query_iou/things best_query_iou/stuff",
     log:

@@ -4,7 +4,7 @@ samples (`geometry_cache`) for a mask-feature network over those samples (`featu
 Modules: nerf (the radiance field), spaces (scene normalisation per camera regime), samplers
 (stratified samples, occupancy grid), rendering (compositing), train_rgb (fit and evaluate),
 checkpoint (save/load), rgb (the train-rgb stage's part), geometry_cache (freeze),
-feature_field (the mask features).
+feature_field (the mask features), export (the labelled surface points as a PLY).
 """
 
 from maskfield.backends.registry import Backend
@@ -19,5 +19,6 @@ BACKEND = Backend(
         "freeze": "maskfield.backends.nerf.geometry_cache:build_geometry",
         "mask_settings": "maskfield.backends.nerf.feature_field:NerfMaskSettings",
         "feature_field": "maskfield.backends.nerf.feature_field:NerfFeatureField",
+        "export": "maskfield.backends.nerf.export:export",
     },
 )
