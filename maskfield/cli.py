@@ -36,6 +36,11 @@ COMMANDS: dict[str, str] = {
     "table": "maskfield.stages.table:register_table",
     "confusion": "maskfield.stages.evaluate:register_confusion",
     "objects": "maskfield.stages.evaluate:register_objects",
+    "dense": "maskfield.stages.dense:register_dense",
+    "train-perpixel": "maskfield.stages.perpixel:register_train_perpixel",
+    "render-perpixel": "maskfield.stages.perpixel:register_render_perpixel",
+    "efficiency": "maskfield.stages.efficiency:register_efficiency",
+    "paper-table": "maskfield.stages.paper_tables:register_paper_table",
 }
 
 

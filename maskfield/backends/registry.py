@@ -38,6 +38,9 @@ COMMAND_PARTS: dict[str, tuple[str, ...]] = {
     "geometry": ("geometry_settings", "load_rgb", "freeze"),
     "train-mask": ("mask_settings", "feature_field"),
     "render": ("mask_settings", "feature_field"),
+    # the per-pixel baseline renders through the mask field's feature network at its own dim
+    "train-perpixel": ("mask_settings", "feature_field"),
+    "render-perpixel": ("mask_settings", "feature_field"),
 }
 
 OPTIONAL_PARTS = {"rgb_needs": lambda layout, settings: ()}
