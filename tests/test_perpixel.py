@@ -1,16 +1,14 @@
-"""The per-pixel distillation baseline: dense teachers at their resolution, the per-pixel loss, ray
-batches and the matched step count, and a tiny end-to-end run through the stages."""
+"""The per-pixel distillation baseline: the teacher read at a render pixel, the per-pixel loss, ray
+batches and the matched step count, dense renders and their inference, and a tiny end-to-end run."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from teacher_scene import tiny_scene
 from test_distill_toy import toy_scene
 
 from maskfield.data.scene import Cameras, Scene, SceneHierarchy
@@ -19,14 +17,13 @@ from maskfield.distill.perpixel import (
 )
 from maskfield.errors import MaskfieldError
 from maskfield.evaluate.protocols import InferenceSettings
-from maskfield.io.dense import DenseFeatures, read_dense
+from maskfield.io.dense import DenseFeatures
 from maskfield.io.geometry import write_geometry
 from maskfield.io.renders import DenseViewPrediction, read_renders
 from maskfield.settings import from_dict
-from maskfield.stages.dense import ideal_dense, simulated_dense
+from maskfield.stages.dense import ideal_dense
 from maskfield.stages.evaluate import evaluate_renders
 from maskfield.stages.perpixel import render_perpixel, train_perpixel_field
-from maskfield.teachers.dense import SimulatedDenseSettings
 from maskfield.teachers.simulated import SimulatedEmbedSettings
 from maskfield.teachers.text import load_text_encoder, simulated_model_id
 
@@ -42,50 +39,6 @@ def one_thread():
 
 def text(phrases):
     return load_text_encoder(simulated_model_id())(phrases)
-
-
-def dot_scene() -> Scene:
-    """Two 112 x 112 views of a wall with a one-pixel lamp at (50, 50) (a 14 x 14 grid: 8 x 8 px patches)."""
-    inst = np.full((2, 112, 112), 1, np.int32)
-    inst[:, 50, 50] = 2
-    hier = SceneHierarchy(inst, {1: "wall", 2: "lamp"}, stuff_classes=("wall",))
-    cams = Cameras(np.tile(np.eye(3), (2, 1, 1)), np.tile(np.eye(4), (2, 1, 1)), 112, 112)
-    return Scene("dot", "synthetic", "replica", np.zeros((2, 112, 112, 3), np.uint8), ["a", "b"], cams,
-                 np.array([0]), np.array([1]), "segmentation", class_prompts=["lamp", "wall"], hierarchy=hier)
-
-
-def at_pixel(path, y: int, x: int) -> np.ndarray:
-    """The teacher feature of view 0 at full-resolution pixel (y, x)."""
-    dense = read_dense(path, [0])
-    feats, valid = DenseTargets(dense).sample(0, torch.tensor([y * dense.width + x]), (dense.height, dense.width))
-    assert bool(valid[0])
-    return feats[0].numpy() / np.linalg.norm(feats[0].numpy())
-
-
-@pytest.mark.parametrize("noise", [0.0, 0.5])
-def test_a_one_pixel_object_reads_its_neighbours_in_the_patch_grid_and_itself_when_ideal(tmp_path, noise):
-    scene = dot_scene()
-    lamp, wall = text(["lamp", "wall"])
-    emb = {"noise": noise, "confusion_prob": 0.0}
-    coarse = at_pixel(simulated_dense(scene, tmp_path / "sim.h5", SimulatedDenseSettings(**emb)), 50, 50)
-    ideal = at_pixel(ideal_dense(scene, tmp_path / "ideal.h5", SimulatedEmbedSettings(**emb)), 50, 50)
-    # the lamp is 1 of the 64 pixels of its patch: the patch token is wall, and so are its neighbours
-    assert coarse @ wall > 0.85 and abs(coarse @ lamp) < 0.15, (coarse @ wall, coarse @ lamp)
-    assert ideal @ lamp > 0.85 and abs(ideal @ wall) < 0.15, (ideal @ lamp, ideal @ wall)
-    if noise == 0.0:
-        np.testing.assert_allclose(ideal @ lamp, 1.0, atol=1e-3)
-        # exact: the token is the normalised mix of 63 wall and 1 lamp pixel
-        mix = (63 * wall + lamp) / np.linalg.norm(63 * wall + lamp)
-        np.testing.assert_allclose(coarse, mix, atol=2e-3)
-
-
-def test_simulated_grid_is_the_patch_resolution(tmp_path):
-    scene = tiny_scene(V=2, H=24, W=32)
-    path = simulated_dense(scene, tmp_path / "sim.h5", SimulatedDenseSettings(input_size=64, patch=16))
-    dense = read_dense(path)
-    assert dense.kind == "grid" and dense.grids.shape == (2, 4, 4, 512) and dense.grids.dtype == np.float16
-    assert dense.attrs["teacher"] == "simulated" and dense.attrs["model"] == simulated_model_id()
-    np.testing.assert_allclose(np.linalg.norm(dense.grids.astype(np.float32), axis=-1), 1.0, atol=2e-3)
 
 
 def test_grid_targets_are_bilinear_like_f_interpolate():
