@@ -259,6 +259,7 @@ class StepPlan:
                         "their steps render all their pixels", len(small), per_view)
 
     def step(self) -> list[tuple[int, torch.Tensor]]:
+        """The next step's (view position, [n] pixel indices) pairs."""
         out = []
         for _ in range(self.k):
             if not self._order:

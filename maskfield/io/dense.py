@@ -90,9 +90,12 @@ def write_dense(path: str | os.PathLike, kind: str, view_names: list[str], per_v
         kind: "grid" (items: [gh, gw, D] tokens) or "segments" (items: ([H, W] int rows of the
             view's own table, -1 none; [m, D] table)).
         size: (H, W) of the views.
+        attrs: written after the last view (a generator may still fill them, e.g. with its timing).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    if not view_names:
+        raise MaskfieldError(f"dense teacher features {path}: the scene has no views; check its folder.")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             create_checked(f, "view_names", data=np.array(view_names, dtype=h5py.string_dtype()))

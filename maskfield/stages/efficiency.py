@@ -61,6 +61,7 @@ class Inputs:
 
 
 def mib(*paths: Path) -> float:
+    """Size of the files together, in MiB."""
     return sum(Path(p).stat().st_size for p in paths) / 2**20
 
 
@@ -104,6 +105,8 @@ def measure(scene, method: str, train: Callable[[], Path], render_fn: Callable[[
 
 
 def mask_row(scene, files: Inputs, s, backend: str, tmp: Path, text, inference) -> dict:
+    """The mask field's row: trained with the backend's mask settings `s`; a step renders a whole
+    training view (at `train.stride`), its teacher is masks.h5 + embeddings.h5."""
     row = measure(scene, "maskfield",
                   lambda: train_mask(scene, files.geometry, files.masks, files.embeddings, tmp / "maskfield.pt", s, backend,
                                      progress=False),
@@ -118,6 +121,7 @@ def mask_row(scene, files: Inputs, s, backend: str, tmp: Path, text, inference) 
 
 
 def perpixel_row(scene, files: Inputs, s: PerPixelSettings, backend: str, tmp: Path, text, inference) -> dict:
+    """The per-pixel field's row: a step renders `rays_per_step` rays, its teacher is dense-<teacher>.h5."""
     row = measure(scene, "perpixel",
                   lambda: train_perpixel_field(scene, files.geometry, files.dense, tmp / "perpixel.pt", s, backend, progress=False),
                   lambda ckpt: render_perpixel(scene, files.geometry, ckpt, tmp / "perpixel.h5"), pick_device(s.device),

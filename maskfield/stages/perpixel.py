@@ -67,6 +67,7 @@ def distilled_views(cache: GeometryCache, scene: Scene) -> tuple[list[int], list
 
 
 def check_dense(dense_path, scene: Scene) -> None:
+    """The dense teacher file must hold exactly the scene's views."""
     if read_view_names(dense_path) != list(scene.view_names):
         raise MaskfieldError(f"dense teacher features {dense_path} were made for other views than scene {scene.name}; "
                              f"delete the file and rerun the `dense_teacher` rule.")
@@ -111,6 +112,7 @@ def train_perpixel_field(scene: Scene, geometry: str | os.PathLike, dense: str |
 
 
 def read_perpixel_checkpoint(path: str | os.PathLike) -> dict:
+    """Read and verify a per-pixel checkpoint; one clear error if missing, damaged or outdated."""
     state = load_checkpoint(path, "per-pixel checkpoint", "perpixel_field")
     if state.get("format_version") != CHECKPOINT_VERSION:
         raise MaskfieldError(f"per-pixel checkpoint {path} is not a version-{CHECKPOINT_VERSION} checkpoint; rerun the `perpixel_field` rule.")
