@@ -18,6 +18,7 @@ from maskfield.distill.perpixel import (
 from maskfield.errors import MaskfieldError
 from maskfield.evaluate.protocols import InferenceSettings
 from maskfield.io.dense import DenseFeatures
+from maskfield.io.checkpoints import load_checkpoint
 from maskfield.io.geometry import write_geometry
 from maskfield.io.renders import DenseViewPrediction, read_renders
 from maskfield.settings import from_dict
@@ -128,7 +129,8 @@ def toy_files(tmp_path_factory):
     return d, scene
 
 
-def held_out_miou(d, scene, iterations: int) -> tuple[float, dict]:
+def held_out_miou(d, scene, iterations: int) -> tuple[float, float, dict]:
+    """(held-out mIoU, training loss of the last log window, renders) after `iterations` steps."""
     s = from_dict(PerPixelSettings, {"dim": 8, "train": {"iterations": iterations, "rays_per_step": 512, "lr": 1e-2},
                                      "feature_field": {"plane_resolutions": [16, 32], "plane_features": 4}})
     ckpt = train_perpixel_field(scene, d / "geometry-nerf.h5", d / "dense-ideal.h5", d / f"pp{iterations}.pt", s, progress=False)
@@ -136,14 +138,16 @@ def held_out_miou(d, scene, iterations: int) -> tuple[float, dict]:
     renders = read_renders(out, "render_perpixel")
     phrases = list(scene.class_prompts)
     metrics = evaluate_renders(scene, renders, InferenceSettings(), dict(zip(phrases, text(phrases))))
-    return float(metrics.set_index("metric").loc["miou", "value"]), renders
+    loss = load_checkpoint(ckpt, "per-pixel checkpoint", "perpixel_field")["config"]["final_losses"]["loss"]
+    return float(metrics.set_index("metric").loc["miou", "value"]), loss, renders
 
 
 def test_a_trained_perpixel_field_beats_an_untrained_one_on_held_out_views(toy_files):
     d, scene = toy_files
-    untrained, _ = held_out_miou(d, scene, 1)
-    trained, renders = held_out_miou(d, scene, 150)
+    untrained, first_loss, _ = held_out_miou(d, scene, 1)
+    trained, last_loss, renders = held_out_miou(d, scene, 150)
     assert trained > 0.8 and trained > untrained + 0.3, (untrained, trained)
+    assert last_loss < 0.5 * first_loss, (first_loss, last_loss)  # 1 - cosine to the teacher
     vp = renders.views[0]
     assert isinstance(vp, DenseViewPrediction) and vp.features.shape == (24, 32, 8) and vp.features.dtype == np.float16
     assert vp.weight.shape == (8, 512) and vp.out_dim == 512
