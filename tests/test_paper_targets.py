@@ -1,6 +1,8 @@
 """The paper-table targets (workflow/rules/paper.smk) on the tiny config: each target's dry run
 plans only the jobs its table needs, and every job it plans outside results/paper/ is a job of
-the main results with exactly the main results' command (variants never overwrite them)."""
+the main results with exactly the main results' command (variants never overwrite them); on a
+reduced tiny config (one scene, two D, two view fractions) every table and the main table with
+the per-pixel rows are built."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny_config.yaml"
+REDUCED = ROOT / "tests" / "data" / "tiny_paper_config.yaml"
 MAIN = ("results/tables/synthetic.csv",)
 WITH_PERPIXEL = ("--config", "methods=[maskfield,perpixel,teacher-2d]")
 
@@ -113,3 +117,49 @@ def test_efficiency_measures_one_scene_alone(workdir, main_jobs):
     check_main_jobs_unchanged(jobs, main_jobs)
     assert rules(jobs)["paper_efficiency"] == 1
     assert all("/room" in out or out.startswith("results/tables/paper/") for out in jobs), sorted(jobs)
+
+
+@pytest.fixture(scope="module")
+def built_tables(tmp_path_factory):
+    """A workdir where the reduced config built every paper table and the main table."""
+    w = tmp_path_factory.mktemp("paper-run")
+    shutil.copytree(ROOT / "config", w / "config")
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [str(bin_dir / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(w),
+           "--cores", "2", "--scheduler", "greedy", "--workflow-profile", str(ROOT / "profiles" / "default"),
+           "results/tables/paper/all", *MAIN, "--configfile", str(TINY), str(REDUCED)]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return w
+
+
+def test_the_main_table_has_the_perpixel_rows_of_every_backend(built_tables):
+    table = pd.read_csv(built_tables / MAIN[0])
+    rows = table[table["method"] == "perpixel"]
+    assert rows["backend"].tolist() == ["nerf"] and rows["room/mIoU"].between(0, 100).all()
+    assert (built_tables / "results/renders/synthetic/room/perpixel-nerf.h5").is_file()
+
+
+def test_every_paper_table_is_built_with_its_figure(built_tables):
+    t = built_tables / "results/tables/paper"
+    assert (t / "all").read_text().split() == [f"results/tables/paper/{name}.{ext}" for name in
+                                                ("efficiency", "feature_dim", "perpixel_vs_mask", "limited_views")
+                                                for ext in ("csv", "png")]
+    for name in ("efficiency", "feature_dim", "perpixel_vs_mask", "limited_views"):
+        assert (t / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    eff = pd.read_csv(t / "efficiency.csv")
+    assert eff[["method", "backend", "dim"]].values.tolist() == [["maskfield", "nerf", 16], ["perpixel", "nerf", 512]]
+    assert (eff["seconds_per_iteration"] > 0).all() and (eff["peak_memory_mib"] > 0).all()
+    dims = pd.read_csv(t / "feature_dim.csv")
+    assert dims[["method", "dim"]].values.tolist() == [["maskfield", 8], ["maskfield", 16], ["perpixel", 8], ["perpixel", 16]]
+    assert dims["mIoU"].between(0, 100).all()
+    versus = pd.read_csv(t / "perpixel_vs_mask.csv")
+    assert versus["method"].tolist() == ["maskfield", "perpixel", "maskfield - perpixel"]
+    lead = versus["room/mIoU"].tolist()
+    assert lead[2] == pytest.approx(lead[0] - lead[1], abs=0.11)
+    views = pd.read_csv(t / "limited_views.csv")
+    assert views["views"].tolist() == [100, 50] and views["room/mIoU"].between(0, 100).all()
+    # the 100% row is the main mask field's score, read from the main metrics
+    main = pd.read_csv(built_tables / MAIN[0]).set_index("method")
+    assert views["room/mIoU"].iloc[0] == pytest.approx(main.loc["maskfield", "room/mIoU"], abs=0.11)
