@@ -40,6 +40,11 @@ COMMANDS: dict[str, str] = {
     "contact-sheet": "maskfield.stages.figures:register_contact_sheet",
     "query": "maskfield.stages.query:register",
     "export": "maskfield.stages.export:register",
+    "dense": "maskfield.stages.dense:register_dense",
+    "train-perpixel": "maskfield.stages.perpixel:register_train_perpixel",
+    "render-perpixel": "maskfield.stages.perpixel:register_render_perpixel",
+    "efficiency": "maskfield.stages.efficiency:register_efficiency",
+    "paper-table": "maskfield.stages.paper_tables:register_paper_table",
 }
 
 

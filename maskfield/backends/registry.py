@@ -43,6 +43,11 @@ COMMAND_PARTS: dict[str, tuple[str, ...]] = {
     "train-mask": ("mask_settings", "feature_field"),
     "render": ("mask_settings", "feature_field"),
     "export": ("export", "mask_settings", "feature_field"),
+    # the per-pixel baseline renders through the mask field's feature network at its own dim
+    "train-perpixel": ("mask_settings", "feature_field"),
+    "render-perpixel": ("mask_settings", "feature_field"),
+    # Table 4 trains both fields side by side
+    "efficiency": ("mask_settings", "feature_field"),
 }
 
 OPTIONAL_PARTS = {"rgb_needs": lambda layout, settings: ()}

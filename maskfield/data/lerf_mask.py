@@ -30,6 +30,7 @@ from maskfield.data.colmap import ColmapModel, camera_matrix, camera_to_world, r
 from maskfield.data.fs import require_dir
 from maskfield.data.images import downscaled_size, image_size, list_images, read_mask, read_rgb
 from maskfield.data.scene import Cameras, Scene
+from maskfield.data.splits import DistillViewSettings
 from maskfield.data.synthetic_gt import has_sidecar, load_synthetic_gt
 from maskfield.errors import MaskfieldError
 
@@ -38,7 +39,7 @@ MASK_THRESHOLD = 129  # eval_lerf_mask.py: grayscale > 128 is foreground
 
 
 @dataclass
-class LerfMaskSettings:
+class LerfMaskSettings(DistillViewSettings):
     downscale: float = 1.0
     """Divide the camera resolution by this, floored (Gaussian Grouping trains LERF-Mask at full size)."""
     aabb_percentile: float = 1.0

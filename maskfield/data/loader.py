@@ -15,6 +15,7 @@ from maskfield.data.lerf_mask import LerfMaskSettings, load_lerf_mask
 from maskfield.data.ovs3d import Ovs3dSettings, load_ovs3d
 from maskfield.data.replica import ReplicaSettings, load_replica
 from maskfield.data.scene import Scene
+from maskfield.data.splits import evenly_spaced
 from maskfield.data.synthetic_gt import has_sidecar
 from maskfield.errors import MaskfieldError
 from maskfield.settings import from_dict
@@ -54,5 +55,9 @@ def load_scene(layout: str, scene_dir: str | Path, settings: dict[str, Any] | No
     dataset = dataset or ("synthetic" if has_sidecar(scene_dir) else layout)
     scene = reader(scene_dir, parsed, name, dataset)
     scene.protocol = scene.protocol or protocol
+    scene.distill_ids = evenly_spaced(scene.train_ids, parsed.distill_fraction)
     log.info("loaded %s", scene.summary())
+    if len(scene.distill_ids) < len(scene.train_ids):
+        log.info("distillation reads %d of the %d training views (distill_fraction %g)", len(scene.distill_ids),
+                 len(scene.train_ids), parsed.distill_fraction)
     return scene

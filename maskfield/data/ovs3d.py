@@ -24,6 +24,7 @@ from maskfield.data.cameras import check_poses, scale_intrinsics
 from maskfield.data.fs import require_dir, require_file
 from maskfield.data.images import downscaled_size, image_size, list_images, read_mask, read_rgb
 from maskfield.data.scene import Cameras, Scene
+from maskfield.data.splits import DistillViewSettings
 from maskfield.data.synthetic_gt import has_sidecar, load_synthetic_gt
 from maskfield.errors import MaskfieldError
 
@@ -31,7 +32,7 @@ MASK_THRESHOLD = 255  # 3D-OVS: (L / 255).astype(int8), so only pure white is fo
 
 
 @dataclass
-class Ovs3dSettings:
+class Ovs3dSettings(DistillViewSettings):
     downscale: float = 8.0
     """Divide the poses' full resolution by this, floored (3D-OVS evaluates at 1/8)."""
     hold_out_test_views: bool = False

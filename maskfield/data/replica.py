@@ -29,6 +29,7 @@ from maskfield.data.cameras import check_poses, intrinsics_from_hfov, scale_intr
 from maskfield.data.fs import require_dir, require_file
 from maskfield.data.images import downscaled_size, list_images, read_map, read_rgb, resize_map, resize_rgb
 from maskfield.data.scene import Cameras, Scene, SceneHierarchy
+from maskfield.data.splits import DistillViewSettings
 from maskfield.data.synthetic_gt import has_sidecar, load_synthetic_gt
 from maskfield.errors import MaskfieldError
 
@@ -37,7 +38,7 @@ FOLDERS = ("rgb", "depth", "semantic_class", "semantic_instance")
 
 
 @dataclass
-class ReplicaSettings:
+class ReplicaSettings(DistillViewSettings):
     n_frames: int = 80
     """Frames kept, evenly spaced over the sequence (paper: 80); 0 keeps all."""
     test_stride: int = 10
@@ -65,6 +66,7 @@ class ReplicaSettings:
     the field cannot represent it."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.n_frames < 0 or self.test_stride < 1:
             raise ValueError("n_frames must be >= 0 and test_stride >= 1")
         if self.prompts is not None and not self.prompts:

@@ -99,6 +99,13 @@ class Scene:
     # how the benchmark scores this scene (maskfield.evaluate.protocols): "3dovs", "replica",
     # "lerf_mask"; set by the reader (maskfield.data.loader.READERS)
     protocol: str = ""
+    # training views whose teacher outputs the distillation (mask field, per-pixel field) reads:
+    # the reader setting `distill_fraction` (maskfield.data.splits); None: all of train_ids
+    distill_ids: np.ndarray | None = None
+
+    def distillation_views(self) -> np.ndarray:
+        """[k] int64: the training views the mask and per-pixel fields distil from."""
+        return self.train_ids if self.distill_ids is None else self.distill_ids
 
     @property
     def height(self) -> int:

@@ -17,7 +17,8 @@ setting that one protocol reads never reruns another protocol's evaluations.
   `script/eval_lerf_mask.py`: IoU and boundary IoU per (view, prompt), averaged per prompt, then
   over prompts.
 
-Every protocol also reports the masks' own quality before any text (best-query IoU over the
+A protocol scores mask renders and the per-pixel baseline's dense renders alike (`label_map`,
+`query_of` pick the inference). Every protocol also reports the masks' own quality before any text (best-query IoU over the
 ground-truth objects) where the scene has instance maps (`mask_quality_metrics`).
 """
 
@@ -31,10 +32,11 @@ import numpy as np
 
 from maskfield.errors import MaskfieldError
 from maskfield.evaluate import metrics as M
+from maskfield.infer.dense import query_dense, segment_dense
 from maskfield.infer.filters import resize_bilinear
 from maskfield.infer.query import CANONICAL_PHRASES, QuerySettings, query_mask
 from maskfield.infer.segmentation import SegmentationSettings, segment
-from maskfield.io.renders import ViewPrediction
+from maskfield.io.renders import DenseViewPrediction, ViewPrediction
 
 log = logging.getLogger("maskfield")
 
@@ -54,12 +56,27 @@ class Metric:
 
 
 TextFeatures = dict[str, np.ndarray]  # phrase -> [D] unit text feature
+Prediction = ViewPrediction | DenseViewPrediction  # mask renders, or the per-pixel baseline's dense ones
+
+
+def label_map(pred: Prediction, text: np.ndarray, out_hw: tuple[int, int], s: SegmentationSettings) -> np.ndarray:
+    """[H, W] label map of one view: mask inference (`segment`) or per-pixel (`segment_dense`). text: [C, D]."""
+    if isinstance(pred, DenseViewPrediction):
+        return segment_dense(pred.features, pred.weight, pred.bias, text, out_hw)
+    return segment(pred.probs, pred.semantics, text, out_hw, s)
+
+
+def query_of(pred: Prediction, text: np.ndarray, negatives: np.ndarray, out_hw: tuple[int, int], s: QuerySettings):
+    """QueryPrediction of one prompt in one view: mask inference (`query_mask`) or per-pixel (`query_dense`)."""
+    if isinstance(pred, DenseViewPrediction):
+        return query_dense(pred.features, pred.weight, pred.bias, text, negatives, out_hw, s)
+    return query_mask(pred.probs, pred.semantics, text, negatives, out_hw, s)
 
 
 # ---------------------------------------------------------------- segmentation
 
 
-def segment_test_views(scene, preds: dict[int, ViewPrediction], text: np.ndarray, s: SegmentationSettings,
+def segment_test_views(scene, preds: dict[int, Prediction], text: np.ndarray, s: SegmentationSettings,
                        where: str) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
     """(views, GT planes [C, H, W], predicted label maps [H, W]) of the annotated test views.
 
@@ -73,7 +90,7 @@ def segment_test_views(scene, preds: dict[int, ViewPrediction], text: np.ndarray
     if missing:
         raise MaskfieldError(f"{where} lacks the test views {missing}; rerun the rule that renders it.")
     gts = [np.asarray(scene.seg_masks[v], bool) for v in views]
-    labels = [segment(preds[v].probs, preds[v].semantics, text, g.shape[1:], s) for v, g in zip(views, gts)]
+    labels = [label_map(preds[v], text, g.shape[1:], s) for v, g in zip(views, gts)]
     return views, gts, labels
 
 
@@ -195,7 +212,7 @@ def prompt_negatives(prompts: list[str], text: TextFeatures, q: QuerySettings) -
             for p in prompts}
 
 
-def query_test_views(scene, preds: dict[int, ViewPrediction], text: TextFeatures, q: QuerySettings,
+def query_test_views(scene, preds: dict[int, Prediction], text: TextFeatures, q: QuerySettings,
                      prompts: list[str]) -> QueryViews:
     """The query inference of every annotated test view and prompt (what the LERF-Mask protocol scores).
 
@@ -211,7 +228,7 @@ def query_test_views(scene, preds: dict[int, ViewPrediction], text: TextFeatures
         for prompt, gt in scene.query_masks[v].items():
             gts[(v, prompt)] = np.asarray(gt, bool)
             if v in preds:
-                qp = query_mask(preds[v].probs, preds[v].semantics, text[prompt], negatives[prompt], gt.shape, q)
+                qp = query_of(preds[v], text[prompt], negatives[prompt], gt.shape, q)
                 masks[(v, prompt)] = qp.mask
                 n_fallback += int(qp.fallback)
     return QueryViews(views, gts, masks, n_fallback)
@@ -231,6 +248,10 @@ class LerfMaskProtocol:
     def phrases(self, scene) -> list[str]:
         prompts = list(dict.fromkeys([*scene.query_prompts, *(p for m in scene.query_masks.values() for p in m)]))
         return prompts + list(CANONICAL_PHRASES)
+
+    def negatives(self, scene, text: TextFeatures, q: QuerySettings) -> dict[str, np.ndarray]:
+        """Prompt -> [K, D] features of its negative phrases (`QuerySettings.negatives`)."""
+        return prompt_negatives(self.phrases(scene)[:-len(CANONICAL_PHRASES)], text, q)
 
     def score(self, scene, preds, text: TextFeatures, s: InferenceSettings, where: str) -> tuple[list[Metric], int]:
         qv = query_test_views(scene, preds, text, s.query, self.phrases(scene)[:-len(CANONICAL_PHRASES)])
@@ -278,9 +299,10 @@ def instances_of_test_views(scene, preds: dict[int, ViewPrediction]) -> Iterator
 def mask_quality_metrics(scene, preds: dict[int, ViewPrediction]) -> list[Metric]:
     """Best-query IoU over the ground-truth objects of the test views (scenes with instance maps:
     synthetic, Replica): the mask field's own quality, before any text. Split into things and
-    stuff (the scene's background classes). Empty when the scene has no instances."""
+    stuff (the scene's background classes). Empty when the scene has no instances, or for dense
+    renders (no masks to score)."""
     h = scene.hierarchy
-    if h is None:
+    if h is None or any(isinstance(p, DenseViewPrediction) for p in preds.values()):
         return []
     stuff = set(h.stuff_classes)
     things, background = [], []

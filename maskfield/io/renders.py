@@ -7,6 +7,12 @@ One group per test view, `views/<view_name>`:
 File attrs: method, backend, teacher, dataset, scene, format_version, text_model (which text
 encoder matches the semantics: "simulated" or an open_clip model id).
 Q_v may differ between views (the `teacher-2d` reference row uses each view's own masks).
+
+Dense form (file attr `form: dense`, the per-pixel baseline): instead of probs and semantics,
+    views/<view_name>/features (h, w, D) float16   rendered D-dim features
+    decoder/weight (D, D_out) float32, decoder/bias (D_out,) float32   the learned linear decoder
+        to the teacher's space (features @ weight + bias); absent when D is the teacher's size
+The same file attrs; read as `DenseViewPrediction`s.
 """
 
 from __future__ import annotations
@@ -33,8 +39,23 @@ class ViewPrediction:
 
 
 @dataclass
+class DenseViewPrediction:
+    """Rendered dense features of one view and the decoder that takes them to the text space."""
+
+    view_name: str
+    view_index: int
+    features: np.ndarray  # [h, w, D] float16
+    weight: np.ndarray | None = None  # [D, D_out] float32 (None: identity)
+    bias: np.ndarray | None = None  # [D_out] float32
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.features.shape[-1] if self.weight is None else self.weight.shape[1])
+
+
+@dataclass
 class Renders:
-    views: list[ViewPrediction]
+    views: list[ViewPrediction] | list[DenseViewPrediction]
     attrs: dict = field(default_factory=dict)
 
 
@@ -52,12 +73,41 @@ def write_renders(path: str | os.PathLike, renders: Renders) -> Path:
     return Path(path)
 
 
+def write_dense_renders(path: str | os.PathLike, renders: Renders) -> Path:
+    """Write renders of `DenseViewPrediction`s (one decoder, shared by every view)."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            g = f.create_group("views")
+            for vp in renders.views:
+                vg = g.create_group(vp.view_name)
+                create_checked(vg, "features", data=vp.features.astype(np.float16), compression="gzip", compression_opts=1)
+                vg.attrs["view_index"] = int(vp.view_index)
+            first = renders.views[0] if renders.views else None
+            if first is not None and first.weight is not None:
+                create_checked(f, "decoder/weight", data=first.weight.astype(np.float32))
+                create_checked(f, "decoder/bias", data=first.bias.astype(np.float32))
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["form"] = "dense"
+            write_attrs(f, renders.attrs)
+    return Path(path)
+
+
+def _dense_views(f: h5py.File) -> list[DenseViewPrediction]:
+    weight = f["decoder/weight"][()] if "decoder" in f else None
+    bias = f["decoder/bias"][()] if "decoder" in f else None
+    return [DenseViewPrediction(name, int(g.attrs["view_index"]), g["features"][()], weight, bias)
+            for name, g in f["views"].items()]
+
+
 def read_renders(path: str | os.PathLike, rule: str = "render") -> Renders:
     with open_h5(path, "renders file", rule, ("views",)) as f:
-        views = [
-            ViewPrediction(name, int(g.attrs["view_index"]), g["probs"][()].astype(np.float32), g["semantics"][()])
-            for name, g in f["views"].items()
-        ]
+        if f.attrs.get("form") == "dense":
+            views = _dense_views(f)
+        else:
+            views = [
+                ViewPrediction(name, int(g.attrs["view_index"]), g["probs"][()].astype(np.float32), g["semantics"][()])
+                for name, g in f["views"].items()
+            ]
         attrs = read_attrs(f)
     views.sort(key=lambda vp: vp.view_index)
     return Renders(views, attrs)

@@ -25,7 +25,7 @@ from maskfield.evaluate.protocols import InferenceSettings, get_protocol, mask_q
 from maskfield.evaluate.tables import LONG_COLUMNS
 from maskfield.infer.segmentation import SegmentationSettings
 from maskfield.io.atomic import atomic_path
-from maskfield.io.renders import Renders, ViewPrediction, read_renders
+from maskfield.io.renders import DenseViewPrediction, Renders, ViewPrediction, read_renders
 from maskfield.io.text import read_text_features
 from maskfield.stages.text import scene_phrases
 from maskfield.settings import parse_settings, to_dict
@@ -49,8 +49,11 @@ def by_view(renders: Renders, n_views: int, where: str) -> dict[int, ViewPredict
 
 def read_renders_of(scene, renders_path: str | os.PathLike) -> Renders:
     """A renders file, checked to be of `scene`."""
-    # teacher-2d.h5 comes from `render_teacher`, every other method's renders from `render`.
-    renders = read_renders(renders_path, "render_teacher" if Path(renders_path).stem == "teacher-2d" else "render")
+    # teacher-2d.h5 comes from `render_teacher`, the per-pixel baseline's from `render_perpixel`,
+    # every other method's renders from `render`.
+    stem = Path(renders_path).stem
+    rule = "render_teacher" if stem == "teacher-2d" else "render_perpixel" if stem.startswith("perpixel") else "render"
+    renders = read_renders(renders_path, rule)
     if renders.attrs.get("scene", scene.name) != scene.name:
         raise MaskfieldError(f"renders file {renders_path} is for scene {renders.attrs['scene']!r}, "
                              f"not {scene.name!r}; check the rule's input paths.")
@@ -75,7 +78,8 @@ def text_for(scene, renders: Renders, text_path: str | os.PathLike | None, where
         from maskfield.teachers.text import load_text_encoder
 
         text = dict(zip(phrases, load_text_encoder(model)(phrases)))
-    dims = {vp.semantics.shape[1] for vp in renders.views if vp.semantics.ndim == 2 and len(vp.semantics)}
+    dims = {vp.out_dim if isinstance(vp, DenseViewPrediction) else vp.semantics.shape[1] for vp in renders.views
+            if isinstance(vp, DenseViewPrediction) or (vp.semantics.ndim == 2 and len(vp.semantics))}
     size = len(next(iter(text.values())))
     if dims and dims != {size}:
         raise MaskfieldError(f"{where} has {sorted(dims)}-dim semantics but its text model {model!r} gives {size}; "
@@ -159,6 +163,9 @@ def objects(scene, renders_path: str | os.PathLike, out: str | os.PathLike) -> P
         raise MaskfieldError(f"scene {scene.name} has no ground-truth instance maps; the per-object table needs "
                              f"them (synthetic scenes and Replica have them).")
     renders = read_renders_of(scene, renders_path)  # masks alone: no text needed
+    if any(isinstance(vp, DenseViewPrediction) for vp in renders.views):
+        raise MaskfieldError(f"{renders_path} holds dense features (the per-pixel baseline), not masks; the per-object "
+                             f"table scores masks: pass a mask method's renders.")
     df = object_rows(scene, by_view(renders, len(scene), str(renders_path)))
     if df.empty:
         raise MaskfieldError(f"{renders_path} has no test view with ground-truth objects; rerun the `render` rule.")

@@ -43,7 +43,8 @@ def build_model(cache: GeometryCache, s: MaskSettings, sem_dim: int, backend: st
 
 
 def training_targets(cache: GeometryCache, scene: Scene, masks_path, embeddings_path, device) -> tuple[list[ViewTargets], object]:
-    """Teacher masks/embeddings of the cache's training views (split 0), by scene view index."""
+    """Teacher masks/embeddings of the cache's training views (split 0) that the scene distils
+    (`Scene.distillation_views`), by scene view index."""
     ms = read_masks(masks_path)
     emb = read_embeddings(embeddings_path, masks_path)
     if len(ms.view_names) != len(scene):
@@ -52,11 +53,14 @@ def training_targets(cache: GeometryCache, scene: Scene, masks_path, embeddings_
     # A view may be both train and test (3D-OVS evaluates on training views), so check
     # membership in the train split rather than absence from the test split.
     train = set(int(v) for v in scene.train_ids)
+    distilled = set(int(v) for v in scene.distillation_views())  # reader setting distill_fraction
     views = []
     for i in cache.train_views():
         sv = int(cache.view_index[i])
         if sv not in train:
             raise MaskfieldError(f"geometry cache marks view {scene.view_names[sv]} as a training view but the scene does not; rerun the `geometry` rule.")
+        if sv not in distilled:
+            continue
         rows = ms.view_slice(sv)
         views.append(ViewTargets(int(i), torch.from_numpy(ms.masks[rows]).float().to(device),
                                  torch.from_numpy(emb.embeddings[rows]).float().to(device)))

@@ -221,9 +221,20 @@ def simulate_view_embeddings(masks: np.ndarray, class_map: np.ndarray, class_vec
     Returns:
         [m, D] float32 unit rows.
     """
+    return embeddings_of_shares(class_shares(masks, class_map, len(class_vecs)), class_vecs, v, s)
+
+
+def embeddings_of_shares(shares: np.ndarray, class_vecs: np.ndarray, v: int, s: SimulatedEmbedSettings) -> np.ndarray:
+    """CLIP-like embeddings of view v's regions from their class shares (`class_shares`).
+
+    Args:
+        shares: [m, C] share of each class among a region's labelled pixels; class_vecs: [C, D] unit rows.
+    Returns:
+        [m, D] float32 unit rows: the class mix, sometimes pulled toward another class, plus noise.
+    """
     rng = np.random.default_rng([s.seed, v])
-    m, (C, D) = len(masks), class_vecs.shape
-    mix = class_shares(masks, class_map, C) @ class_vecs
+    m, (C, D) = len(shares), class_vecs.shape
+    mix = shares @ class_vecs
     confused = rng.random(m) < s.confusion_prob
     other = rng.integers(0, C, m)
     mix[confused] += rng.uniform(0, s.confusion_weight, confused.sum())[:, None] * class_vecs[other[confused]]

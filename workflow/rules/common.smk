@@ -163,14 +163,23 @@ def get_reader_settings(dataset, scene):
     return checked(READERS[layout][0], merged, f"the reader settings of {dataset}/{scene}")
 
 
+def scene_flags(dataset, scene, reader_extra=None):
+    """The `--layout --scene-dir --dataset --reader-settings` flags of a scene; `reader_extra` (a
+    variant run's reader settings, e.g. distill_fraction) goes on top of the configured ones."""
+    sc = scene_config(dataset, scene)
+    settings = {**get_reader_settings(dataset, scene), **(reader_extra or {})}
+    from maskfield.data.loader import READERS
+
+    reader = json.dumps(checked(READERS[sc["layout"]][0], settings, f"the reader settings of {dataset}/{scene}"), sort_keys=True)
+    return (
+        f"--layout {sc['layout']} --scene-dir {shlex.quote(scene_dir(dataset, scene))} "
+        f"--dataset {dataset} --reader-settings {shlex.quote(reader)}"
+    )
+
+
 def get_scene_flags(wildcards):
     """The `--layout --scene-dir --dataset --reader-settings` flags of every scene-reading command."""
-    sc = scene_config(wildcards.dataset, wildcards.scene)
-    reader = json.dumps(get_reader_settings(wildcards.dataset, wildcards.scene), sort_keys=True)
-    return (
-        f"--layout {sc['layout']} --scene-dir {shlex.quote(scene_dir(wildcards.dataset, wildcards.scene))} "
-        f"--dataset {wildcards.dataset} --reader-settings {shlex.quote(reader)}"
-    )
+    return scene_flags(wildcards.dataset, wildcards.scene)
 
 
 def scene_protocol(dataset, scene):

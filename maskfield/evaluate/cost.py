@@ -1,0 +1,81 @@
+"""What a piece of work costs: the peak memory it adds, on the GPU or in the process's RAM.
+
+On CUDA: torch's peak allocated bytes above the allocation at entry. On a CPU (Linux): the
+process's resident-set high-water mark (VmHWM, reset at entry through /proc/self/clear_refs)
+above the resident size at entry. glibc keeps freed heap memory resident and reuses it, which
+would hide a second measurement's allocations behind the first's; `PeakMemory` therefore has
+every allocation of 128 KiB or more served by mmap (returned to the system when freed), so that
+each measurement starts from what is really live.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("maskfield")
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD = 128 * 1024
+_PROC = Path("/proc/self")
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        for line in (_PROC / "status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _fixed_mmap_threshold() -> bool:
+    """Serve large allocations by mmap from now on (glibc); False where that is not possible."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
+def _reset_high_water_mark() -> bool:
+    try:
+        (_PROC / "clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Context manager: the peak memory (MiB) the block adds above what was live at entry (`mib`).
+
+    `mib` is NaN (and a warning logged) where the platform offers no measurement: a CPU run
+    outside Linux/glibc.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.mib = float("nan")
+        self._base = 0
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        elif _fixed_mmap_threshold() and _reset_high_water_mark():
+            self._base = _status_kib("VmRSS") or 0
+        else:
+            self._base = -1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mib = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        elif self._base >= 0 and (peak := _status_kib("VmHWM")) is not None:
+            self.mib = max(peak - self._base, 0) / 1024
+        else:
+            log.warning("peak memory is not measurable on this platform (no /proc/self or glibc); recorded as NaN")

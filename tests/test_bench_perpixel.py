@@ -1,0 +1,36 @@
+"""The cost benchmark script (scripts/bench_perpixel.py) on its smallest configuration: both
+methods' training steps run and the table, CSV and figure come out."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_perpixel.py"
+
+
+def test_the_benchmark_measures_both_methods_at_every_size(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_perpixel", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--pixels", "64", "256", "--dims", "8", "--dim-pixels", "64", "--samples", "1", "4", "--max-samples", "512",
+                           "--steps", "1", "--device", "cpu", "--out", str(tmp_path / "b")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    df = pd.read_csv(tmp_path / "b.csv")
+    # pixel sweep: (64, K 1), (256, K 1), (64, K 4); (256, K 4) is over --max-samples
+    pixels = df[df["sweep"] == "pixels"]
+    assert pixels[["method", "pixels", "samples", "dim"]].values.tolist() == [
+        ["mask", 64, 1, 16], ["perpixel", 64, 1, 512], ["mask", 256, 1, 16], ["perpixel", 256, 1, 512],
+        ["mask", 64, 4, 16], ["perpixel", 64, 4, 512]]
+    dims = df[df["sweep"] == "dim"]
+    assert dims[["method", "pixels", "dim"]].values.tolist() == [["mask", 64, 8], ["perpixel", 64, 8]] * 2
+    assert (df["seconds_per_step"] > 0).all()
+    out = capsys.readouterr().out
+    assert "| 1 | 64 | 16 / 512 |" in out and "skipped (pixels, K) over --max-samples 512: [(256, 4)]" in out
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

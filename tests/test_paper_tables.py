@@ -1,0 +1,103 @@
+"""The paper's comparison tables from metric rows, the peak-memory measurement, and Table 4's
+side-by-side run of both methods on a tiny scene."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_distill_toy import toy_scene
+from test_perpixel import text, toy_segmentation_scene
+
+from maskfield.evaluate.cost import PeakMemory
+from maskfield.evaluate.paper_tables import feature_dim_table, limited_views_table, perpixel_vs_mask_table
+from maskfield.evaluate.protocols import InferenceSettings
+from maskfield.evaluate.tables import LONG_COLUMNS
+from maskfield.io.geometry import write_geometry
+from maskfield.io.masks import MaskSet, write_embeddings, write_masks
+from maskfield.io.text import write_text_features
+from maskfield.settings import from_dict
+from maskfield.stages.dense import ideal_dense
+from maskfield.stages.efficiency import COLUMNS, Inputs, efficiency
+from maskfield.stages.paper_tables import paper_table
+from maskfield.teachers.simulated import SimulatedEmbedSettings
+from maskfield.backends.nerf.feature_field import NerfMaskSettings
+from maskfield.distill.perpixel import PerPixelSettings
+
+
+def long_rows(method, scene, values: dict, variant=None) -> pd.DataFrame:
+    rows = [{"dataset": "synthetic", "scene": scene, "method": method, "backend": "nerf", "teacher": "simulated",
+             "metric": m, "value": v, "n_views": 2, "settings": "{}"} for m, v in values.items()]
+    return pd.DataFrame(rows, columns=LONG_COLUMNS).assign(variant=variant)
+
+
+def test_feature_dim_table_has_one_row_per_method_and_d_in_percent():
+    long = pd.concat([long_rows(m, "room", {"miou": v, "acc": v + 0.1}, d)
+                      for m, vals in (("maskfield", (0.8, 0.81)), ("perpixel", (0.5, 0.7))) for d, v in zip((8, 16), vals)])
+    t = feature_dim_table(long)
+    assert t[["method", "dim", "mIoU", "Acc"]].values.tolist() == [
+        ["maskfield", 8, 80.0, 90.0], ["maskfield", 16, 81.0, 91.0], ["perpixel", 8, 50.0, 60.0], ["perpixel", 16, 70.0, 80.0]]
+
+
+def test_limited_views_table_lists_each_fraction_with_every_scene_and_the_mean():
+    long = pd.concat([long_rows("maskfield", s, {"miou": v}, f) for s, f, v in
+                      (("room", 0.1, 0.6), ("room", 1.0, 0.8), ("desk", 0.1, 0.7), ("desk", 1.0, 0.9))])
+    t = limited_views_table(long)
+    assert t["views"].tolist() == [100, 10]
+    assert t[["room/mIoU", "desk/mIoU", "mean/mIoU"]].values.tolist() == [[80.0, 90.0, 85.0], [60.0, 70.0, 65.0]]
+
+
+def test_perpixel_vs_mask_adds_the_mask_level_lead_per_backend():
+    long = pd.concat([long_rows("maskfield", "room", {"miou": 0.8, "acc": 0.9}), long_rows("perpixel", "room", {"miou": 0.55, "acc": 0.7})])
+    t = perpixel_vs_mask_table(long)
+    lead = t[t["method"] == "maskfield - perpixel"].iloc[0]
+    assert lead["room/mIoU"] == pytest.approx(25.0) and lead["mean/Acc"] == pytest.approx(20.0)
+
+
+def test_paper_table_writes_the_csv_and_the_figure(tmp_path):
+    paths = []
+    for i, (m, d, v) in enumerate((("maskfield", 8, 0.8), ("perpixel", 8, 0.5), ("maskfield", 16, 0.81), ("perpixel", 16, 0.7))):
+        paths.append(tmp_path / f"m{i}.csv")
+        long_rows(m, "room", {"miou": v, "acc": v}).drop(columns="variant").to_csv(paths[-1], index=False)
+    out = paper_table("feature_dim", [str(p) for p in paths], tmp_path / "t.csv", tmp_path / "t.png", ["8", "8", "16", "16"])
+    assert pd.read_csv(out)["mIoU"].tolist() == [80.0, 81.0, 50.0, 70.0]
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_peak_memory_counts_what_a_block_allocates():
+    with PeakMemory("cpu") as before:
+        pass
+    with PeakMemory("cpu") as peak:
+        x = torch.ones(32 * 2**20 // 4)  # 32 MiB, touched
+        del x
+    if np.isnan(peak.mib):
+        pytest.skip("no /proc/self on this platform")
+    assert 30 <= peak.mib - before.mib <= 40, (before.mib, peak.mib)
+
+
+def test_efficiency_trains_and_measures_both_methods_side_by_side(tmp_path):
+    toy = toy_scene()
+    scene = toy_segmentation_scene(toy)
+    write_geometry(tmp_path / "geometry-nerf.h5", dataclasses.replace(toy.cache, attrs={"backend": "nerf", "scene": "toy", "rgb_digest": "x"}))
+    ms = MaskSet.from_views(scene.view_names, toy.masks, [np.ones(len(m)) for m in toy.masks],
+                            [np.ones(len(m)) for m in toy.masks], "simulated", 24, 32)
+    write_masks(tmp_path / "masks.h5", ms)
+    emb = np.concatenate(toy.embeddings)  # 8-d toy embeddings: give the mask field the 512-d text space instead
+    emb = text([f"object {i}" for i in range(len(emb))])
+    write_embeddings(tmp_path / "emb.h5", emb, tmp_path / "masks.h5", "simulated:dim=512:seed=0", "simulated")
+    ideal_dense(scene, tmp_path / "dense.h5", SimulatedEmbedSettings())
+    write_text_features(tmp_path / "text.h5", "simulated:dim=512:seed=0", scene.class_prompts, text(scene.class_prompts))
+    ff = {"plane_resolutions": [16, 32], "plane_features": 4}
+    mask_s = from_dict(NerfMaskSettings, {"train": {"iterations": 4}, "heads": {"n_queries": 8}, "feature_field": ff})
+    pp_s = from_dict(PerPixelSettings, {"train": {"iterations": 4, "rays_per_step": 256}, "feature_field": ff})
+    files = Inputs(tmp_path / "geometry-nerf.h5", tmp_path / "masks.h5", tmp_path / "emb.h5", tmp_path / "dense.h5", tmp_path / "text.h5")
+    df = pd.read_csv(efficiency(scene, files, mask_s, pp_s, InferenceSettings(), tmp_path / "eff.csv"))
+    assert list(df.columns) == COLUMNS and df["method"].tolist() == ["maskfield", "perpixel"]
+    assert df["iterations"].tolist() == [4, 4] and df["pixels_per_step"].tolist() == [24 * 32, 256]
+    assert df["dim"].tolist() == [16, 512] and (df["train_seconds"] > 0).all() and (df["render_seconds_per_view"] > 0).all()
+    assert (df["inference_seconds_per_prompt"] > 0).all() and df["miou"].between(0, 1).all()
+    assert df["teacher_cache_mib"].iloc[1] == pytest.approx((tmp_path / "dense.h5").stat().st_size / 2**20)
+    assert not list(tmp_path.glob("efficiency-*"))  # the runs' own files are gone
