@@ -96,9 +96,10 @@ def write_geometry(path: str | os.PathLike, cache: GeometryCache) -> Path:
         with h5py.File(tmp, "w") as f:
             for name in ("view_index", "split", "heights", "widths", "pixel_offsets"):
                 create_checked(f, name, data=np.asarray(getattr(cache, name)))
+            # copy=False: a cache built in the stored dtypes is written without a second copy in memory
             create_checked(f, "positions", data=cache.positions.detach().cpu().numpy().astype(np.float16, copy=False))
-            create_checked(f, "weights", data=cache.weights.detach().cpu().numpy().astype(np.float32))
-            create_checked(f, "depth", data=cache.depth.detach().cpu().numpy().astype(np.float32))
+            create_checked(f, "weights", data=cache.weights.detach().cpu().numpy().astype(np.float32, copy=False))
+            create_checked(f, "depth", data=cache.depth.detach().cpu().numpy().astype(np.float32, copy=False))
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["samples_per_pixel"] = int(cache.positions.shape[1])
             write_attrs(f, cache.attrs)
