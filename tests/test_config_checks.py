@@ -31,13 +31,16 @@ def workdir_with(tmp_path: Path, extra: dict) -> Path:
     return tmp_path
 
 
+# One typo per place the workflow checks: the closed schema (top level, a scene), a field stage's
+# dataclass (nested), a reader's, a teacher's, the inference settings'. Each stage's own
+# refusal of unknown keys and bad values is tested with its settings class.
 TYPOS = [
     ({"seeed": 1}, ["seeed"]),
     ({"datasets": {"synthetic": {"scenes": {"room": {"layout": "replica", "enabeld": False}}}}}, ["enabeld"]),
     ({"fields": {"mask": {"loss": {"focall": 2.0}}}}, ["focall", "fields: nerf: mask of synthetic/room", "loss"]),
-    ({"fields": {"nerf": {"rgb": {"iteratons": 10}}}}, ["iteratons", "fields: nerf: rgb"]),
     ({"fields": {"nerf": {"geometry": {"surface": "mean"}}}}, ["surface", "median"]),
-    ({"datasets": {"synthetic": {"reader": {"n_frams": 10}}}}, ["n_frams", "reader settings of synthetic/room"]),
+    ({"datasets": {"synthetic": {"scenes": {"room": {"layout": "replica", "reader": {"prompts": []}}}}}},
+     ["prompts is an empty list", "reader settings of synthetic/room"]),
     ({"teachers": {"simulated_masks": {"drop_prb": 0.1}}}, ["drop_prb", "teachers: simulated_masks"]),
     ({"inference": {"query": {"relevance_treshold": 0.8}}}, ["relevance_treshold", "inference"]),
 ]

@@ -106,10 +106,16 @@ def declared_inputs(workdir: Path) -> dict[str, tuple[str, set[str]]]:
             for _, r in rows.iterrows()}
 
 
-def test_every_rule_declares_the_code_its_command_imports(finished_run):
+@pytest.fixture(scope="module")
+def imports_and_inputs(finished_run):
+    """(what each job's command imported, what each job declares) of the finished run."""
+    return recorded_imports(finished_run), declared_inputs(finished_run)
+
+
+def test_every_rule_declares_the_code_its_command_imports(imports_and_inputs):
     """What each job's `maskfield` process actually imported is among the job's code inputs, so an
     edit to any of it reruns the job (the inputs are derived from the stage's imports)."""
-    recorded, declared = recorded_imports(finished_run), declared_inputs(finished_run)
+    recorded, declared = imports_and_inputs
     assert recorded, "no command recorded its imports"
     rules = set()
     for out, files in recorded.items():
@@ -125,12 +131,12 @@ EDITED = ("maskfield/fields/triplane.py", "maskfield/backends/nerf/rendering.py"
 
 
 @pytest.mark.parametrize("module", EDITED)
-def test_an_edit_reruns_exactly_the_rules_that_import_the_module(finished_run, module):
+def test_an_edit_reruns_exactly_the_rules_that_import_the_module(finished_run, imports_and_inputs, module):
     """A one-line edit of a module makes the dry run plan every job whose command imported it, and
     otherwise only jobs downstream of those. (Snakemake names a job's edited inputs only when no
     upstream job reruns too, so a downstream importer shows as "updated by another job".)"""
     w = finished_run
-    recorded, declared = recorded_imports(w), declared_inputs(w)
+    recorded, declared = imports_and_inputs
     importers = {out for out, files in recorded.items() if module in files}
     assert importers, f"no rule imported {module}"
     source = w / "src" / module

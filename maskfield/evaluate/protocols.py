@@ -8,8 +8,11 @@ setting that one protocol reads never reruns another protocol's evaluations.
   (`evaluation_segmentation_test`), which the official MaskField code reuses in
   `train_seg_3dovs.py`: per test view, sklearn `jaccard_score(average=None)` and
   `accuracy_score` over every prompt; mIoU is the mean over (view, class).
-- "replica" (`ReplicaProtocol`): Replica, scored per `SegmentationSettings.protocol`; see
-  `maskfield.evaluate.metrics` for the variants and the reference each reproduces.
+- "replica" (`ReplicaProtocol`): Replica, scored per `SegmentationSettings.protocol`: by default
+  as Feature 3DGS scores it (ShijieZhou-UCLA/feature-3dgs
+  `encoders/lseg_encoder/segmentation_metric.py`), or as LSeg's test script (DFF's encoder;
+  PyTorch-Encoding `encoding/utils/metrics.py`), or pooled (Semantic-NeRF
+  `SSR/training/training_utils.py`); docs/protocols.md compares them.
 - "lerf_mask" (`LerfMaskProtocol`): LERF-Mask, reproducing lkeab/gaussian-grouping
   `script/eval_lerf_mask.py`: IoU and boundary IoU per (view, prompt), averaged per prompt, then
   over prompts.
@@ -88,8 +91,9 @@ def class_metrics(prompts: list[str], per_class: np.ndarray) -> list[Metric]:
 
 @dataclass(frozen=True)
 class OvsProtocol:
-    """3D-OVS: per test view, sklearn-style jaccard over every prompt; a class absent from a
-    view's ground truth scores 0 there (sklearn's zero division), for every method alike."""
+    """3D-OVS, as Kunhao-Liu/3D-OVS `renderer.py` (`evaluation_segmentation_test`) scores it: per
+    test view, sklearn-style jaccard over every prompt; a class absent from a view's ground
+    truth scores 0 there (sklearn's zero division), for every method alike."""
 
     name: str = "3dovs"
     task: str = "segmentation"
@@ -130,7 +134,8 @@ REPLICA_SCORERS = {
 
 @dataclass(frozen=True)
 class ReplicaProtocol:
-    """Replica: `SegmentationSettings.protocol` picks the scoring (see `REPLICA_SCORERS`).
+    """Replica: `SegmentationSettings.protocol` picks the scoring (`REPLICA_SCORERS`: Feature 3DGS's
+    `encoders/lseg_encoder/segmentation_metric.py` by default, LSeg's test script, or pooled).
 
     Classes with no ground-truth pixel in any test view are left out of the mean for every
     method (a stray predicted pixel would otherwise score 0 for one method and nothing for
@@ -172,7 +177,8 @@ class ReplicaProtocol:
 
 @dataclass(frozen=True)
 class LerfMaskProtocol:
-    """LERF-Mask: one binary mask per (test view, prompt), IoU and boundary IoU, prompt mean."""
+    """LERF-Mask, as lkeab/gaussian-grouping `script/eval_lerf_mask.py` scores it: one binary mask
+    per (test view, prompt), IoU and boundary IoU, averaged per prompt, then over prompts."""
 
     name: str = "lerf_mask"
     task: str = "query"

@@ -4,6 +4,7 @@
 import ast
 import functools
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 SRC = Path(workflow.basedir).parent  # the folder holding the `maskfield` package
 sys.path.insert(0, str(SRC))  # settings are checked against the package beside this workflow
+# The rules run the `maskfield` command installed beside this Snakemake (e.g. .venv/bin), also
+# when the environment was not activated; jobs inherit the PATH (Slurm: --export=ALL).
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from maskfield.backends.registry import BACKENDS  # noqa: E402 (after validation: names for wildcards)
 
