@@ -13,11 +13,23 @@ GPU_RULES = ("sam_masks", "clip_embeddings", "rgb_field", "geometry", "mask_fiel
 MASK_TARGET = "results/tables/mask_quality/synthetic.csv"
 
 
+def _has_avx2() -> bool:
+    """Whether this is an x86 CPU with AVX2 (Linux: read from /proc/cpuinfo)."""
+    try:
+        return " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def workflow_command(target: str, cores: int, extra: list[str] | tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
     """The snakemake command line for `target` from this venv, and the environment to run it in
     (the venv's bin first on PATH, so the rules' `maskfield` is this one)."""
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    if _has_avx2():
+        # torch picks its CPU kernels by instruction set, and AVX-512 kernels round differently
+        # from AVX2 ones: pinned, the demo trains the same weights on every x86 machine.
+        env.setdefault("ATEN_CPU_CAPABILITY", "avx2")
     cmd = [str(bin_dir / "snakemake"), "--cores", str(cores), "--scheduler", "greedy", target, *extra]
     import torch
 

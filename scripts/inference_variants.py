@@ -32,6 +32,9 @@ VARIANTS: dict[str, dict] = {
                                    "mean_filter_reference_width": 0}},
     "segmentation: paper": {"segmentation": {"variant": "paper"}},
     "segmentation: official": {"segmentation": {"variant": "official"}},
+    # How Replica-layout scenes are scored (the room); the others ignore this key.
+    "replica protocol: lseg": {"segmentation": {"protocol": "lseg"}},
+    "replica protocol: pooled": {"segmentation": {"protocol": "pooled"}},
 }
 
 

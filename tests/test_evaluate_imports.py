@@ -1,7 +1,7 @@
 """`maskfield evaluate` and `maskfield table` never import torch.
 
-Re-evaluating after a threshold change reruns only these jobs (issue 6: it must cost a few
-percent of a full run), and importing torch alone took most of each job's time. So the whole
+Re-evaluating after a threshold change reruns only these jobs (it must cost a few percent
+of a full run), and importing torch alone took most of each job's time. So the whole
 path, CLI dispatch, scene readers, renders, the simulated text encoder, inference and metrics, is
 run here in a fresh interpreter that then reports whether torch got imported.
 """

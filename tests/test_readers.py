@@ -365,6 +365,17 @@ def test_lerf_bad_input(copy_scene, damage, message):
         load_scene("lerf_mask", root)
 
 
+def test_lerf_capture_without_split_or_ground_truth_trains_on_every_view(copy_scene):
+    """A capture of one's own: COLMAP's images/ and sparse/0/ only."""
+    root = copy_scene("lerf_mask_txt")
+    n_views = len(load_scene("lerf_mask", root).view_names)
+    shutil.rmtree(root / "images_train")
+    shutil.rmtree(root / "test_mask")
+    scene = load_scene("lerf_mask", root)
+    assert scene.train_ids.tolist() == list(range(n_views)) and len(scene.test_ids) == 0
+    assert scene.query_masks == {} and scene.query_prompts == []
+
+
 def test_lerf_cameras_of_several_sizes(copy_scene):
     root = copy_scene("lerf_mask_txt")
     _second_camera_size(root)

@@ -9,6 +9,11 @@
 Views are the registered COLMAP images sorted by name; those whose stem is in images_train/
 train, every other one is a test view, and test view k is the k-th of them in that order. A
 ground-truth mask with no foreground pixel is loaded as it is and logged as a warning.
+
+A capture of one's own (COLMAP's undistorted `images/` and `sparse/0/` only) reads too: without
+images_train/ every registered image trains and there are no test views, and without test_mask/
+there is no ground truth. Such a scene can be trained and queried (`maskfield query`) but not
+scored, so it must stay out of the tables (`enabled: false`).
 """
 
 from __future__ import annotations
@@ -69,7 +74,11 @@ def colmap_cameras(model: ColmapModel, image_dir: Path, sparse: Path) -> tuple[l
 
 
 def split(files: list[Path], train_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Train ids (stem in images_train/) and test ids (all others, in name order)."""
+    """Train ids (stem in images_train/) and test ids (all others, in name order); every view
+    trains when the scene has no images_train/ folder."""
+    if not train_dir.exists():
+        log.info("%s does not exist: all %d registered images train and the scene has no test views.", train_dir, len(files))
+        return np.arange(len(files), dtype=np.int64), np.zeros(0, dtype=np.int64)
     train_stems = {p.stem for p in list_images(train_dir)}
     is_train = np.array([f.stem in train_stems for f in files])
     if not is_train.any():
@@ -110,8 +119,11 @@ def load_lerf_mask(scene_dir: Path, settings: LerfMaskSettings, name: str, datas
     full = (cams_full.width, cams_full.height)
     size = downscaled_size(*full, settings.downscale)
     cameras = Cameras(scale_intrinsics(cams_full.K, *full, *size), cams_full.c2w, *size)
-    train_ids, test_ids = split(files, require_dir(scene_dir / "images_train", "the training images (their names set the split)"))
-    query_masks = read_query_masks(require_dir(scene_dir / "test_mask", "test_mask/<k>/<prompt>.png GT masks"), test_ids, size, full)
+    mask_dir, train_dir = scene_dir / "test_mask", scene_dir / "images_train"
+    if mask_dir.exists():  # a benchmark scene: its test views are the images left out of images_train/
+        require_dir(train_dir, "the training images (their names set the split)")
+    train_ids, test_ids = split(files, train_dir)
+    query_masks = read_query_masks(mask_dir, test_ids, size, full) if mask_dir.exists() else {}
     scene = Scene(
         name=name, dataset=dataset, layout="lerf_mask", images=np.stack([read_rgb(f, size) for f in files]),
         view_names=[f.stem for f in files], cameras=cameras, train_ids=train_ids, test_ids=test_ids, task="query",

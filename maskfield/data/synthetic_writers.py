@@ -2,7 +2,7 @@
 
 One writer per layout (`write_replica`, `write_ovs3d`, `write_lerf_mask`), a COLMAP model writer
 (binary and text, standard library `struct`), and the `synthetic_gt/` sidecar every layout gets.
-Formats follow `notes/reference-datasets.md`; cameras come in the maskfield convention
+Formats are the datasets' own (README, "Real data"); cameras come in the maskfield convention
 (OpenCV c2w, integer pixel centres) and are converted on the way out.
 """
 

@@ -1,4 +1,4 @@
-"""masks.h5 and embeddings.h5 (DESIGN.md §4): the teacher caches, flat and ragged.
+"""masks.h5 and embeddings.h5: the teacher caches, flat and ragged.
 
 masks.h5
     view_names (V,) str; view_offsets (V+1,) int64 (masks of view v are rows offsets[v]:offsets[v+1]);

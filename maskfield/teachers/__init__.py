@@ -1,4 +1,4 @@
-"""Teachers: where the 2D supervision comes from (DESIGN.md §4).
+"""Teachers: where the 2D supervision comes from.
 
 - `sam`: SAM automatic masks at s/m/l levels (`mask_nms`: the official per-level mask NMS);
 - `clip`: MaskCLIP dense features of an open_clip ViT, mask-average pooled;

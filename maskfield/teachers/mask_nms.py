@@ -1,6 +1,6 @@
 """Mask-level NMS of the official MaskField code (`masks_update` / `mask_nms`), made robust.
 
-Rules, applied to the masks of ONE level of one view (see notes/reference-maskfield-code.md §3):
+Rules, applied to the masks of ONE level of one view:
 - score = predicted_iou x stability_score (computed by the caller);
 - a mask is dropped if its IoU with ANY higher-scored mask is > `iou_thr` (fast-NMS style: the
   other mask counts even if it is itself dropped);

@@ -36,7 +36,7 @@ class GeometrySettings:
     the ray's accumulated weight reaches half its total (interpolated inside the sample's bin),
     with weight 1. A foggy field spreads its
     weights along the ray, and compositing mask features with them blurs masks across depth; the
-    median point is robust to that fog and 16x cheaper to train on (our choice; the issue note
+    median point is robust to that fog and 16x cheaper to train on (our choice; docs/experiments.md
     compares both)."""
     samples_per_ray: int = 0
     """Samples per ray before pruning (0: the value the field was trained with)."""
