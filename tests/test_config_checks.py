@@ -81,3 +81,41 @@ def test_missing_teacher_weights_are_named_by_the_dry_run(tmp_path):
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert str(tmp_path / "weights" / "sam.pth") in out and "teachers: sam: checkpoint" in out and "segment-anything" in out
+
+
+def shell_lines(dry_run: str, rule: str) -> list[str]:
+    """The shell commands that a dry run with --printshellcmds plans for `rule`."""
+    jobs = re.split(r"\n(?=\[\w{3} \w{3} )", dry_run)  # each job's block starts with its timestamp
+    return [re.search(r"^Shell command: (.*)$", job, re.M).group(1) for job in jobs
+            if re.search(rf"^(?:local)?rule {rule}:$", job, re.M)]
+
+
+def test_teacher_and_synthesize_settings_merge_per_dataset_and_scene(tmp_path):
+    """`teachers:` under a dataset and under a scene reach that scene's masks job (scene over
+    dataset over global); a synthetic scene's own `synthesize:` goes over its layout's settings."""
+    data = tmp_path / "data"
+    for scene in ("a", "b"):
+        (data / scene).mkdir(parents=True)
+    weights = tmp_path / "sam.pth"
+    weights.write_bytes(b"")
+    extra = {"teachers": {"sam": {"checkpoint": str(weights), "points_per_side": 16}},
+             "datasets": {"mine": {"root": str(data), "teacher": "real", "teachers": {"sam": {"downscale": 1}},
+                                   "scenes": {"a": {"layout": "replica"},
+                                              "b": {"layout": "replica", "teachers": {"sam": {"downscale": 4}}}}}}}
+    w = workdir_with(tmp_path, extra)
+    run = snakemake(w, "results/cache/mine/a/masks.h5", "results/cache/mine/b/masks.h5",
+                    "resources/data/synthetic/room_replica_size", "--configfile", str(w / "extra.yaml"),
+                    "--dry-run", "--printshellcmds")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    masks = {re.search(r"--scene-dir \S*/(\w+) ", cmd).group(1): cmd for cmd in shell_lines(run.stdout, "sam_masks")}
+    assert '"downscale": 1' in masks["a"] and '"downscale": 4' in masks["b"]
+    assert all('"points_per_side": 16' in cmd for cmd in masks.values())
+    synth, = shell_lines(run.stdout, "synthesize_scene")
+    assert all(f'"{k}": {v}' in synth for k, v in (("width", 640), ("height", 480), ("n_views", 80)))
+
+
+def test_synthesize_settings_of_a_scene_read_from_disk_are_refused(tmp_path):
+    extra = {"datasets": {"replica": {"scenes": {"room_0": {"layout": "replica", "synthesize": {"width": 64}}}}}}
+    w = workdir_with(tmp_path, extra)
+    run = snakemake(w, TARGET, "--configfile", str(w / "extra.yaml"), "--dry-run")
+    assert run.returncode != 0 and "replica/room_0 has `synthesize:` settings" in run.stdout + run.stderr

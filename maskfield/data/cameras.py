@@ -68,22 +68,42 @@ def pixel_grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     return u, v
 
 
+def pixel_rays(K: np.ndarray, c2w: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World-space rays through pixel centres (u, v), each with its own camera or one shared.
+
+    Computed element by element in float64, so a ray is the same number whichever batch it is
+    built in (a whole view for rendering, a random sample of all views for training).
+
+    Args:
+        K: [3, 3] or [N, 3, 3] intrinsics; c2w: [4, 4] or [N, 4, 4] camera-to-world.
+        u, v: [N] pixel coordinates (column, row) in the integer-centre convention.
+    Returns:
+        origins [N, 3] and directions [N, 3] float64; directions have z = 1 in the camera frame.
+    """
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    n = u.shape[0]
+    K = np.broadcast_to(np.asarray(K, np.float64), (n, 3, 3))
+    c2w = np.broadcast_to(np.asarray(c2w, np.float64), (n, 4, 4))
+    x = (u - K[:, 0, 2]) / K[:, 0, 0]
+    y = (v - K[:, 1, 2]) / K[:, 1, 1]
+    R = c2w[:, :3, :3]
+    d = x[:, None] * R[:, :, 0] + y[:, None] * R[:, :, 1] + R[:, :, 2]
+    return np.broadcast_to(c2w[:, :3, 3], d.shape), d
+
+
 def camera_rays(K: np.ndarray, c2w: np.ndarray, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
     """World-space rays through every pixel centre of one camera.
 
     Returns:
-        origins [H*W, 3] and directions [H*W, 3] (float32). Directions have z = 1 in the camera
-        frame before rotation, so `origin + t * direction` is the point at z-depth t.
+        origins [H*W, 3] and directions [H*W, 3] (float32), row-major pixels. Directions have
+        z = 1 in the camera frame before rotation, so `origin + t * direction` is the point at
+        z-depth t.
     """
     import torch
 
     u, v = pixel_grid(width, height)
-    x = (u - K[0, 2]) / K[0, 0]
-    y = (v - K[1, 2]) / K[1, 1]
-    d_cam = np.stack([x, y, np.ones_like(x)], axis=-1).reshape(-1, 3)
-    d_world = d_cam @ c2w[:3, :3].T
-    o_world = np.broadcast_to(c2w[:3, 3], d_world.shape)
-    return torch.from_numpy(o_world.astype(np.float32)), torch.from_numpy(d_world.astype(np.float32))
+    o, d = pixel_rays(K, c2w, u.reshape(-1), v.reshape(-1))
+    return torch.from_numpy(o.astype(np.float32)), torch.from_numpy(d.astype(np.float32))
 
 
 def project_points(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

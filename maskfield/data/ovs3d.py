@@ -150,7 +150,7 @@ def load_ovs3d(scene_dir: Path, settings: Ovs3dSettings, name: str, dataset: str
         name=name, dataset=dataset, layout="ovs3d", images=np.stack(images), view_names=[f.stem for f in files],
         cameras=cameras, train_ids=train_ids, test_ids=test_ids, task="segmentation", class_prompts=classes,
         seg_masks={int(v): read_view_masks(folders[v], classes, size, (W, H), pb_path) for v in test_ids},
-        near_far=(float(bounds.min()), float(bounds.max())), scene_type="forward",
+        near_far=(float(bounds.min()), float(bounds.max())), scene_type="forward", native_size=(W, H),
     )
     if has_sidecar(scene_dir):
         gt = load_synthetic_gt(scene_dir, scene.view_names, size)

@@ -192,7 +192,8 @@ def load_replica(scene_dir: Path, settings: ReplicaSettings, name: str, dataset:
     warn_unnamed_classes(class_maps, names, info_path)
 
     scene = Scene(name=name, dataset=dataset, layout="replica", images=images, view_names=view_names,
-                  cameras=cameras, train_ids=train_pos, test_ids=test_pos, task="segmentation", scene_type="bounded")
+                  cameras=cameras, train_ids=train_pos, test_ids=test_pos, task="segmentation", scene_type="bounded",
+                  native_size=full)
     _add_geometry(scene, scene_dir, seq, frames, full, info, names, settings)
     scene.class_prompts = _prompts(settings, scene_dir, class_maps, names, info_path)
     scene.seg_masks = {int(v): seg_planes(class_maps[v], names, scene.class_prompts) for v in test_pos}

@@ -102,6 +102,10 @@ class Scene:
     # training views whose teacher outputs the distillation (mask field, per-pixel field) reads:
     # the reader setting `distill_fraction` (maskfield.data.splits); None: all of train_ids
     distill_ids: np.ndarray | None = None
+    # (width, height) of the layout's image files before the reader's downscale (3D-OVS: its
+    # ~4K photos, read at 1/8); the teachers' mask sizes are defined on it, as the official
+    # code runs SAM on the raw photo. None: the images are loaded at their native size.
+    native_size: tuple[int, int] | None = None
 
     def distillation_views(self) -> np.ndarray:
         """[k] int64: the training views the mask and per-pixel fields distil from."""
@@ -118,14 +122,20 @@ class Scene:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def native_wh(self) -> tuple[int, int]:
+        """(width, height) of the layout's raw images (`native_size`, else the loaded size)."""
+        return tuple(self.native_size) if self.native_size is not None else (self.width, self.height)
+
     def summary(self) -> str:
         gt = (
             f"{len(self.class_prompts)} classes"
             if self.task == "segmentation"
             else f"{len(self.query_prompts)} queries"
         )
+        native = self.native_wh()
+        size = f"{self.width}x{self.height}" + ("" if native == (self.width, self.height) else " (native %dx%d)" % native)
         return (
             f"{self.dataset}/{self.name} [{self.layout}, {self.scene_type}]: {len(self)} views "
-            f"{self.width}x{self.height} ({len(self.train_ids)} train, {len(self.test_ids)} test), "
+            f"{size} ({len(self.train_ids)} train, {len(self.test_ids)} test), "
             f"task {self.task} with {gt}"
         )

@@ -75,12 +75,25 @@ class TrainSettings:
 
 @dataclass
 class ViewTargets:
-    """Teacher supervision of one training view."""
+    """Teacher supervision of one training view (`view_targets` keeps only what the supervision reads)."""
 
     view: int  # the backend's view index (cache index for NeRF)
-    masks: torch.Tensor  # [M, H, W] float 0/1 teacher masks
+    masks: torch.Tensor | None  # [M, H, W] 0/1 teacher masks (bool or float); None when `soft` is given
     embeddings: torch.Tensor  # [M, D_s] unit teacher embeddings
-    soft: torch.Tensor | None = None  # [M, h*w] masks area-averaged to the cache grid (filled on first use)
+    # [M, h*w] float16: the masks area-averaged to the cache grid ("render" supervision; made on
+    # first use when not given). float16 holds the averages of 2x2 (or 1x1) blocks, multiples of
+    # 1/4, exactly; other block sizes round by at most 2^-12.
+    soft: torch.Tensor | None = None
+
+
+def view_targets(view: int, masks: torch.Tensor, embeddings: torch.Tensor, shape: tuple[int, int],
+                 supervision: str) -> ViewTargets:
+    """The supervision of one view at the size its `supervision` reads: "render" keeps the
+    float16 soft targets at the cache grid `shape` (h, w) and drops the masks, "mask" keeps the
+    masks [M, H, W] as bool (a quarter of float32; converted per step)."""
+    if supervision == "render":
+        return ViewTargets(view, None, embeddings, cache_targets(masks, shape).half())
+    return ViewTargets(view, masks.bool(), embeddings)
 
 
 @dataclass
@@ -115,7 +128,8 @@ def param_groups(model: MaskField, s: TrainSettings) -> list[dict]:
 
 
 def cache_targets(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """[M, H, W] teacher masks -> [M, h*w] area-averaged to the cache grid (soft 0..1, row-major)."""
+    """[M, H, W] teacher masks (bool or float) -> [M, h*w] float32 area-averaged to the cache grid
+    (soft 0..1, row-major)."""
     if tuple(masks.shape[-2:]) == tuple(shape):
         return masks.flatten(1).float()
     return F.interpolate(masks[None].float(), size=shape, mode="area")[0].flatten(1)
@@ -130,10 +144,10 @@ def _step_render(model: MaskField, vt: ViewTargets, pixels, shape, matcher: Matc
     and Q[matched] F^T (the same dot products as (Q F^T)[:, sub] and (Q F^T)[matched]).
     """
     if vt.soft is None:
-        vt.soft = cache_targets(vt.masks, model.backend.view_shape(vt.view))
+        vt.soft = cache_targets(vt.masks, model.backend.view_shape(vt.view)).half()
     feats = model.backend.render(vt.view, pixels)  # [n, D_m]
     queries = model.heads.queries()  # [N_K, D_m]
-    targets = vt.soft if pixels is None else vt.soft[:, pixels.to(vt.soft.device)]  # [M, n]
+    targets = (vt.soft if pixels is None else vt.soft[:, pixels.to(vt.soft.device)]).float()  # [M, n]
     if sub is None:
         sub_logits, sub_targets = queries @ feats.T, targets  # [N_K, n]
     else:  # the N_K x M cost needs no full resolution; N_K x n is most of a step's elementwise work
@@ -156,10 +170,11 @@ def _step_mask(model: MaskField, vt: ViewTargets, pixels, shape, matcher: Matche
     logits = model.heads.queries() @ model.backend.render(vt.view, pixels).T  # [N_K, n]
     with torch.no_grad():
         semantics = model.heads.semantics()
-    small = F.interpolate(vt.masks[None], size=shape, mode="nearest")[0].flatten(1)  # official: GT downsampled
+    masks = vt.masks.float()  # [M, H, W]
+    small = F.interpolate(masks[None], size=shape, mode="nearest")[0].flatten(1)  # official: GT downsampled
     m = match(logits, small, semantics, vt.embeddings, matcher)
     matched_sem = model.heads.semantics(m.pred_idx.to(logits.device))
-    return criterion(logits.reshape(-1, *shape), vt.masks, matched_sem, vt.embeddings, m, loss), len(m)
+    return criterion(logits.reshape(-1, *shape), masks, matched_sem, vt.embeddings, m, loss), len(m)
 
 
 def train_step(model: MaskField, vt: ViewTargets, pixels, shape, matcher: MatcherSettings, loss: LossSettings,

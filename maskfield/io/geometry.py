@@ -11,13 +11,18 @@ composites them with these weights. Layout (ragged over views, flat over pixels)
     weights (P, K) float32       compositing weights (top-K per pixel; the rest pruned)
     depth (P,) float32           expected z-depth of the full field (for checks)
     attrs: backend, format_version, samples_per_pixel, rgb_digest, scene, settings (JSON)
+
+`read_geometry` loads every view (positions as float32); `open_geometry` reads a view's rows
+only when a consumer slices them, so a stage that visits one view at a time holds one view.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import h5py
 import numpy as np
@@ -37,7 +42,8 @@ class GeometryCache:
     heights: np.ndarray  # [V] int64
     widths: np.ndarray  # [V] int64
     pixel_offsets: np.ndarray  # [V+1] int64
-    positions: torch.Tensor  # [P, K, 3] float32 (stored float16)
+    # Sliced by rows (`positions[cache.rows(i)]`): tensors, or `H5Rows` when opened lazily.
+    positions: torch.Tensor  # [P, K, 3] float16 (as stored) or float32
     weights: torch.Tensor  # [P, K] float32
     depth: torch.Tensor  # [P] float32
     attrs: dict = field(default_factory=dict)
@@ -66,33 +72,67 @@ class GeometryCache:
         return int(hits[0])
 
 
+class H5Rows:
+    """An HDF5 dataset whose row slices are read on access, as float32 tensors."""
+
+    def __init__(self, dataset: h5py.Dataset) -> None:
+        self.dataset = dataset
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.dataset.shape)
+
+    def __len__(self) -> int:
+        return int(self.dataset.shape[0])
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        if not isinstance(rows, slice):
+            raise TypeError("a lazily read geometry cache is sliced by rows (cache.rows(i)) only")
+        return torch.from_numpy(self.dataset[rows].astype(np.float32))
+
+
 def write_geometry(path: str | os.PathLike, cache: GeometryCache) -> Path:
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for name in ("view_index", "split", "heights", "widths", "pixel_offsets"):
                 create_checked(f, name, data=np.asarray(getattr(cache, name)))
-            create_checked(f, "positions", data=cache.positions.detach().cpu().numpy().astype(np.float16))
-            create_checked(f, "weights", data=cache.weights.detach().cpu().numpy().astype(np.float32))
-            create_checked(f, "depth", data=cache.depth.detach().cpu().numpy().astype(np.float32))
+            # copy=False: a cache built in the stored dtypes is written without a second copy in memory
+            create_checked(f, "positions", data=cache.positions.detach().cpu().numpy().astype(np.float16, copy=False))
+            create_checked(f, "weights", data=cache.weights.detach().cpu().numpy().astype(np.float32, copy=False))
+            create_checked(f, "depth", data=cache.depth.detach().cpu().numpy().astype(np.float32, copy=False))
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["samples_per_pixel"] = int(cache.positions.shape[1])
             write_attrs(f, cache.attrs)
     return Path(path)
 
 
-def read_geometry(path: str | os.PathLike) -> GeometryCache:
-    names = ("view_index", "split", "heights", "widths", "pixel_offsets", "positions", "weights", "depth")
-    with open_h5(path, "geometry cache", "geometry", names) as f:
-        arrays = {n: f[n][()] for n in names}
-        attrs = read_attrs(f)
-    P = arrays["positions"].shape[0]
-    if arrays["pixel_offsets"][-1] != P or arrays["weights"].shape[0] != P:
+GEOMETRY_DATASETS = ("view_index", "split", "heights", "widths", "pixel_offsets", "positions", "weights", "depth")
+INDEX_DATASETS = GEOMETRY_DATASETS[:5]
+
+
+def _cache(path, f: h5py.File, load) -> GeometryCache:
+    """The cache of an open file, its per-pixel arrays made by `load(dataset)`, checked."""
+    index = {n: f[n][()] for n in INDEX_DATASETS}
+    P = f["positions"].shape[0]
+    if index["pixel_offsets"][-1] != P or f["weights"].shape[0] != P or f["depth"].shape[0] != P:
         raise MaskfieldError(f"geometry cache {path} is inconsistent; delete it and rerun the `geometry` rule.")
     return GeometryCache(
-        arrays["view_index"].astype(np.int64), arrays["split"].astype(np.int8),
-        arrays["heights"].astype(np.int64), arrays["widths"].astype(np.int64),
-        arrays["pixel_offsets"].astype(np.int64),
-        torch.from_numpy(arrays["positions"].astype(np.float32)),
-        torch.from_numpy(arrays["weights"].astype(np.float32)),
-        torch.from_numpy(arrays["depth"].astype(np.float32)), attrs,
+        index["view_index"].astype(np.int64), index["split"].astype(np.int8),
+        index["heights"].astype(np.int64), index["widths"].astype(np.int64),
+        index["pixel_offsets"].astype(np.int64),
+        load(f["positions"]), load(f["weights"]), load(f["depth"]), read_attrs(f),
     )
+
+
+def read_geometry(path: str | os.PathLike) -> GeometryCache:
+    """The whole geometry cache in memory (positions as float32)."""
+    with open_h5(path, "geometry cache", "geometry", GEOMETRY_DATASETS) as f:
+        return _cache(path, f, lambda ds: torch.from_numpy(ds[()].astype(np.float32)))
+
+
+@contextlib.contextmanager
+def open_geometry(path: str | os.PathLike) -> Iterator[GeometryCache]:
+    """The geometry cache with its per-pixel arrays read view by view on access (`H5Rows`),
+    valid while the context is open: memory holds the views being used, not all of them."""
+    with open_h5(path, "geometry cache", "geometry", GEOMETRY_DATASETS) as f:
+        yield _cache(path, f, H5Rows)

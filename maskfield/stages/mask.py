@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -22,11 +23,12 @@ from maskfield.backends.registry import backend_names, get_backend
 from maskfield.data.scene import Scene
 from maskfield.distill.mask_field import MaskField, QueryHeads
 from maskfield.distill.settings import MaskSettings
-from maskfield.distill.train import ViewTargets, train_mask_field
+from maskfield.distill.train import ViewTargets, train_mask_field, view_targets
 from maskfield.errors import MaskfieldError
 from maskfield.io.checkpoints import load_checkpoint, save_checkpoint
-from maskfield.io.geometry import GeometryCache, read_geometry
-from maskfield.io.masks import read_embeddings, read_masks
+from maskfield.io.geometry import GeometryCache, open_geometry
+from maskfield.io.h5 import open_h5, read_attrs
+from maskfield.io.masks import EmbeddingSet, read_embeddings
 from maskfield.io.renders import Renders, ViewPrediction, write_renders
 from maskfield.settings import from_dict, parse_settings, to_dict
 from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
@@ -42,29 +44,43 @@ def build_model(cache: GeometryCache, s: MaskSettings, sem_dim: int, backend: st
     return MaskField(features, QueryHeads(s.feature_field.dim, sem_dim, s.heads))
 
 
-def training_targets(cache: GeometryCache, scene: Scene, masks_path, embeddings_path, device) -> tuple[list[ViewTargets], object]:
-    """Teacher masks/embeddings of the cache's training views (split 0) that the scene distils
-    (`Scene.distillation_views`), by scene view index."""
-    ms = read_masks(masks_path)
-    emb = read_embeddings(embeddings_path, masks_path)
-    if len(ms.view_names) != len(scene):
-        raise MaskfieldError(f"masks cache {masks_path} has {len(ms.view_names)} views but the scene has {len(scene)}; "
-                             f"rerun the `sam_masks` rule for this scene.")
+def teacher_view_masks(masks_path, scene: Scene, views) -> Iterator[tuple[int, np.ndarray, slice]]:
+    """(scene view, its teacher masks [m, H, W] bool, their rows) for each scene view of `views`,
+    read from masks.h5 one view at a time (all views' masks at once would be the largest thing
+    in memory at real image sizes)."""
+    with open_h5(masks_path, "masks cache", "sam_masks", ("view_names", "view_offsets", "masks")) as f:
+        offsets, n_masks = f["view_offsets"][()], f["masks"].shape[0]
+        if len(offsets) != len(f["view_names"]) + 1 or offsets[-1] != n_masks or np.any(np.diff(offsets) < 0):
+            raise MaskfieldError(f"masks cache {masks_path} is inconsistent (offsets/rows disagree); delete it and "
+                                 f"rerun the `sam_masks` rule.")
+        if len(offsets) - 1 != len(scene):
+            raise MaskfieldError(f"masks cache {masks_path} has {len(offsets) - 1} views but the scene has {len(scene)}; "
+                                 f"rerun the `sam_masks` rule for this scene.")
+        for sv in views:
+            rows = slice(int(offsets[sv]), int(offsets[sv + 1]))
+            yield sv, f["masks"][rows], rows
+
+
+def training_targets(cache: GeometryCache, scene: Scene, masks_path, emb: EmbeddingSet, supervision: str,
+                     device) -> list[ViewTargets]:
+    """Teacher supervision of the cache's training views (split 0) that the scene distils
+    (`Scene.distillation_views`), by scene view index, kept at the size `supervision` reads
+    (`maskfield.distill.train.view_targets`)."""
     # A view may be both train and test (3D-OVS evaluates on training views), so check
     # membership in the train split rather than absence from the test split.
     train = set(int(v) for v in scene.train_ids)
-    distilled = set(int(v) for v in scene.distillation_views())  # reader setting distill_fraction
-    views = []
-    for i in cache.train_views():
-        sv = int(cache.view_index[i])
+    cached = {int(cache.view_index[i]): int(i) for i in cache.train_views()}
+    for sv in cached:
         if sv not in train:
             raise MaskfieldError(f"geometry cache marks view {scene.view_names[sv]} as a training view but the scene does not; rerun the `geometry` rule.")
-        if sv not in distilled:
-            continue
-        rows = ms.view_slice(sv)
-        views.append(ViewTargets(int(i), torch.from_numpy(ms.masks[rows]).float().to(device),
-                                 torch.from_numpy(emb.embeddings[rows]).float().to(device)))
-    return views, (ms, emb)
+    distilled = set(int(v) for v in scene.distillation_views())  # reader setting distill_fraction
+    cached = {sv: i for sv, i in cached.items() if sv in distilled}
+    views = []
+    for sv, masks, rows in teacher_view_masks(masks_path, scene, cached):
+        i = cached[sv]
+        views.append(view_targets(i, torch.from_numpy(masks).to(device), torch.from_numpy(emb.embeddings[rows]).float().to(device),
+                                  cache.shape(i), supervision))
+    return views
 
 
 def train_mask(scene: Scene, geometry: str | os.PathLike, masks: str | os.PathLike, embeddings: str | os.PathLike,
@@ -78,32 +94,39 @@ def train_mask(scene: Scene, geometry: str | os.PathLike, masks: str | os.PathLi
     s = settings or get_backend(backend).mask_settings()
     if s.seed is not None:
         s = dataclasses.replace(s, train=dataclasses.replace(s.train, seed=s.seed), seed=None)
-    cache = read_geometry(geometry)
-    if cache.attrs.get("backend") != backend:
-        raise MaskfieldError(f"geometry cache {geometry} is from backend {cache.attrs.get('backend')!r}, not {backend!r}; "
-                             f"pass geometry-{backend}.h5 of this scene.")
-    device = pick_device(s.device)
-    views, (ms, emb) = training_targets(cache, scene, masks, embeddings, device)
-    if not views:
-        raise MaskfieldError(f"geometry cache {geometry} has no training views; rerun the `geometry` rule.")
-    seed_everything(s.train.seed)
-    model = build_model(cache, s, emb.embeddings.shape[1], backend).to(device)
-    log.info("train-mask %s/%s: %d training views, %d teacher masks, N_K %d, D_m %d, D_s %d",
-             scene.dataset, scene.name, len(views), sum(len(v.masks) for v in views),
-             s.heads.n_queries, s.feature_field.dim, emb.embeddings.shape[1])
-    report = train_mask_field(model, views, s.train, s.matcher, s.loss, progress=progress)
+    with open_geometry(geometry) as cache:  # the geometry is read view by view while training
+        if cache.attrs.get("backend") != backend:
+            raise MaskfieldError(f"geometry cache {geometry} is from backend {cache.attrs.get('backend')!r}, not {backend!r}; "
+                                 f"pass geometry-{backend}.h5 of this scene.")
+        device = pick_device(s.device)
+        emb = read_embeddings(embeddings, masks)
+        views = training_targets(cache, scene, masks, emb, s.train.supervision, device)
+        if not views:
+            raise MaskfieldError(f"geometry cache {geometry} has no training views; rerun the `geometry` rule.")
+        seed_everything(s.train.seed)
+        model = build_model(cache, s, emb.embeddings.shape[1], backend).to(device)
+        log.info("train-mask %s/%s: %d training views, %d teacher masks, N_K %d, D_m %d, D_s %d",
+                 scene.dataset, scene.name, len(views), sum(len(v.embeddings) for v in views),
+                 s.heads.n_queries, s.feature_field.dim, emb.embeddings.shape[1])
+        report = train_mask_field(model, views, s.train, s.matcher, s.loss, progress=progress)
+        geometry_attrs = {k: str(cache.attrs.get(k, "")) for k in GEOMETRY_KEYS}
     config = {
-        "method": method, "backend": backend, "teacher": ms.teacher, "text_model": emb.model,
+        "method": method, "backend": backend, "teacher": mask_teacher(masks), "text_model": emb.model,
         "dataset": scene.dataset, "scene": scene.name, "n_queries": s.heads.n_queries,
         "mask_dim": s.feature_field.dim, "sem_dim": int(emb.embeddings.shape[1]), "settings": to_dict(s),
-        "geometry": {k: str(cache.attrs.get(k, "")) for k in GEOMETRY_KEYS},
-        "train_seconds": report.seconds, "final_losses": report.last,
+        "geometry": geometry_attrs, "train_seconds": report.seconds, "final_losses": report.last,
     }
     state = {"format_version": CHECKPOINT_VERSION, "config": json.loads(json.dumps(config)),
              "feature_field": model.backend.state_dict(), "heads": model.heads.state_dict()}
     save_checkpoint(state, out)
     log.info("train-mask: %d iterations in %.1f s -> %s", report.iterations, report.seconds, out)
     return Path(out)
+
+
+def mask_teacher(masks_path) -> str:
+    """The `teacher` attr of masks.h5."""
+    with open_h5(masks_path, "masks cache", "sam_masks") as f:
+        return str(read_attrs(f).get("teacher", "unknown"))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -135,21 +158,41 @@ def check_pairing(cfg: dict, cache: GeometryCache, scene: Scene, checkpoint, geo
                              f"({cfg['geometry']} vs {here}); rerun the `mask_field` rule (after the `geometry` rule).")
 
 
+def view_probabilities(model: MaskField, view: int, chunk: int) -> np.ndarray:
+    """[N_K, h, w] float16 mask probabilities of every query on cached view `view`, rendered
+    `chunk` pixels at a time (one pass when the view is smaller): the float32 logits of a whole
+    real-size view (240 queries x 640 x 480: 0.3 GB, and as much again for the sigmoid) never
+    exist at once."""
+    h, w = model.backend.view_shape(view)
+    if h * w <= chunk:
+        return model.probabilities(view).cpu().numpy().astype(np.float16)
+    queries = model.heads.queries()
+    out = np.empty((len(queries), h * w), np.float16)
+    for start in range(0, h * w, chunk):
+        pixels = torch.arange(start, min(start + chunk, h * w))
+        logits = queries @ model.backend.render(view, pixels).T  # [N_K, n]
+        out[:, start:start + len(pixels)] = torch.sigmoid(logits).cpu().numpy()
+    return out.reshape(-1, h, w)
+
+
 def render(scene: Scene, geometry: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,
-           device: str = "auto") -> Path:
-    """Every query's mask probabilities and semantic token on every test view (cache split 1)."""
+           device: str = "auto", chunk: int = 65536) -> Path:
+    """Every query's mask probabilities and semantic token on every test view (cache split 1).
+
+    Args:
+        chunk: pixels rendered at once (bounds the memory of a large view).
+    """
     state = read_checkpoint(checkpoint)
-    cache = read_geometry(geometry)
-    cfg = state["config"]
-    check_pairing(cfg, cache, scene, checkpoint, geometry)
-    model = load_model(state, cache).to(pick_device(device))
-    with torch.no_grad():
-        semantics = model.heads.semantics().cpu().numpy()
-        views = []
-        for i in cache.test_views():
-            sv = int(cache.view_index[i])
-            probs = model.probabilities(int(i)).cpu().numpy().astype(np.float16)
-            views.append(ViewPrediction(scene.view_names[sv], sv, probs, semantics))
+    with open_geometry(geometry) as cache:
+        cfg = state["config"]
+        check_pairing(cfg, cache, scene, checkpoint, geometry)
+        model = load_model(state, cache).to(pick_device(device))
+        with torch.no_grad():
+            semantics = model.heads.semantics().cpu().numpy()
+            views = []
+            for i in cache.test_views():
+                sv = int(cache.view_index[i])
+                views.append(ViewPrediction(scene.view_names[sv], sv, view_probabilities(model, int(i), chunk), semantics))
     attrs = {k: cfg[k] for k in ("method", "backend", "teacher", "dataset", "scene", "text_model")}
     log.info("render: %d test views, %d queries -> %s", len(views), cfg["n_queries"], out)
     return write_renders(out, Renders(views, attrs))

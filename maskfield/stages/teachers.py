@@ -38,12 +38,21 @@ ViewMasks = tuple[np.ndarray, np.ndarray, np.ndarray]  # masks [k,h,w] bool, sco
 
 
 def mask_size(scene: Scene, downscale: int) -> tuple[int, int]:
-    """(h, w) of the masks for images shrunk by `downscale` (same rounding as Cameras.scaled)."""
-    return max(1, round(scene.height / downscale)), max(1, round(scene.width / downscale))
+    """(h, w) of a teacher's masks: the layout's native image size divided by `downscale`, floored
+    like the official code (`W // 8, H // 8` of the raw photo), whatever the reader loaded."""
+    W, H = scene.native_wh()
+    h, w = max(1, H // downscale), max(1, W // downscale)
+    if h > scene.height or w > scene.width:
+        log.warning("the teacher sees %dx%d images but scene %s is loaded at %dx%d: its input is upsampled from "
+                    "the loaded images; lower the reader's downscale to give it native detail.", w, h, scene.name,
+                    scene.width, scene.height)
+    return h, w
 
 
-def collect_masks(scene: Scene, out, per_view: Callable[[int], ViewMasks], teacher: str, settings: dict) -> Path:
-    """Run `per_view` over all views (progress, timing, empty-view warnings) and write masks.h5."""
+def collect_masks(scene: Scene, out, per_view: Callable[[int], ViewMasks], teacher: str, settings: dict,
+                  size: tuple[int, int]) -> Path:
+    """Run `per_view` over all views (progress, timing, empty-view warnings) and write masks.h5
+    of masks of `size` (h, w)."""
     per = ([], [], [])
     t0 = time.perf_counter()
     for v in tqdm(range(len(scene)), desc=f"masks {teacher}", unit="view"):
@@ -53,18 +62,21 @@ def collect_masks(scene: Scene, out, per_view: Callable[[int], ViewMasks], teach
         for lst, arr in zip(per, (masks, scores, levels)):
             lst.append(arr)
     secs = (time.perf_counter() - t0) / max(len(scene), 1)
-    h, w = per[0][0].shape[1:] if per[0] else (scene.height, scene.width)
+    h, w = size
     ms = MaskSet.from_views(scene.view_names, *per, teacher=teacher, height=h, width=w,
                             attrs={"settings": settings, "seconds_per_view": secs})
-    log.info("%s: %d masks over %d views, %.2f s/view", teacher, len(ms.masks), len(scene), secs)
+    log.info("%s: %d masks of %dx%d over %d views, %.2f s/view", teacher, len(ms.masks), w, h, len(scene), secs)
     return write_masks(out, ms)
 
 
 def sam_masks(scene: Scene, out, s: SamSettings) -> Path:
-    """masks.h5 from SAM's automatic mask generator (levels s/m/l, mask NMS per level)."""
+    """masks.h5 from SAM's automatic mask generator (levels s/m/l, mask NMS per level), SAM
+    seeing the native images shrunk by `s.downscale`."""
     seed_everything(s.seed)
     gen = make_generator(load_sam(s, pick_device(s.device)), s)
-    return collect_masks(scene, out, lambda v: sam_view_masks(gen, scene.images[v], s), s.teacher_name(), to_dict(s))
+    size = mask_size(scene, s.downscale)
+    return collect_masks(scene, out, lambda v: sam_view_masks(gen, scene.images[v], s, size), s.teacher_name(),
+                         to_dict(s), size)
 
 
 def require_hierarchy(scene: Scene) -> None:
@@ -80,7 +92,8 @@ def simulated_masks(scene: Scene, out, s: SimulatedMaskSettings) -> Path:
     require_hierarchy(scene)
     seed_everything(s.seed)
     h, w = mask_size(scene, s.downscale)
-    return collect_masks(scene, out, lambda v: simulate_view_masks(scene.hierarchy, v, h, w, s), "simulated", to_dict(s))
+    return collect_masks(scene, out, lambda v: simulate_view_masks(scene.hierarchy, v, h, w, s), "simulated", to_dict(s),
+                         (h, w))
 
 
 def masks_for_scene(scene: Scene, masks_path) -> MaskSet:

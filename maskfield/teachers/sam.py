@@ -73,9 +73,12 @@ class SamSettings:
     stability_score_thresh: float = 0.85
     box_nms_thresh: float = 0.7
     min_mask_region_area: int = 100
-    """Holes/islands smaller than this (pixels at the downscaled size) are removed."""
+    """Holes/islands smaller than this (pixels at the size SAM sees) are removed."""
     downscale: int = 8
-    """SAM sees the image shrunk by this factor (PIL default filter); masks are stored at that size."""
+    """SAM sees the scene's images at the layout's native size (its raw files, before any reader
+    downscale: `Scene.native_size`) divided by this, floored, and the masks are stored at that
+    size. Official: 8, on 3D-OVS's ~4K photos (SAM sees ~504x378). Per dataset in the config:
+    Replica 1 (its raw frames are 640x480), LERF-Mask 2 (~1000 px wide frames)."""
     nms: MaskNmsSettings = field(default_factory=MaskNmsSettings)
     device: str = "auto"
     seed: int = 0
@@ -257,25 +260,24 @@ def make_generator(model: Sam, s: SamSettings) -> LeveledMaskGenerator:
     )
 
 
-def downscale_image(image: np.ndarray, factor: int) -> np.ndarray:
-    """[H, W, 3] uint8 -> [round(H/f), round(W/f), 3] with PIL's default resize filter (official)."""
-    if factor == 1:
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[H, W, 3] uint8 -> [h, w, 3] for size (h, w), with PIL's default resize filter (official)."""
+    if tuple(image.shape[:2]) == tuple(size):
         return image
-    H, W = image.shape[:2]
-    size = (max(1, round(W / factor)), max(1, round(H / factor)))
-    return np.asarray(Image.fromarray(image).resize(size))
+    return np.asarray(Image.fromarray(image).resize((int(size[1]), int(size[0]))))
 
 
-def sam_view_masks(gen: LeveledMaskGenerator, image: np.ndarray, s: SamSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sam_view_masks(gen: LeveledMaskGenerator, image: np.ndarray, s: SamSettings,
+                   size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All kept masks of one view, in the official order m, l, s.
 
     Args:
-        image: [H, W, 3] uint8 at full resolution.
+        image: [H, W, 3] uint8 as the scene holds it.
+        size: (h, w) that SAM sees (`maskfield.stages.teachers.mask_size`).
     Returns:
-        masks [k, h, w] bool at 1/downscale, scores [k] float32, levels [k] int8.
+        masks [k, h, w] bool, scores [k] float32, levels [k] int8.
     """
-    small = downscale_image(image, s.downscale)
-    per_level = gen.generate_levels(small, s.nms)
+    per_level = gen.generate_levels(resize_image(image, size), s.nms)
     masks = np.concatenate([per_level[lv][0] for lv in SAM_LEVELS])
     scores = np.concatenate([per_level[lv][1] for lv in SAM_LEVELS])
     levels = np.concatenate([np.full(len(per_level[lv][0]), lv, np.int8) for lv in SAM_LEVELS])

@@ -31,7 +31,9 @@ class SimulatedMaskSettings:
 
     seed: int = 0
     downscale: int = 1
-    """Masks are stored at 1/downscale of the image size (instance maps resampled nearest)."""
+    """Masks are stored at the layout's native image size (`Scene.native_size`, before any reader
+    downscale) divided by this, floored, as SAM's masks (`teachers.sam.downscale`); the instance
+    maps are resampled nearest to it."""
     jitter_px: float = 1.0
     """Amplitude (std, pixels at mask resolution) of the smooth boundary displacement; 0 = none."""
     jitter_scale: float = 6.0

@@ -140,6 +140,22 @@ def scene_dir(dataset, scene):
     return str(Path(dataset_config(dataset)["root"]) / scene)
 
 
+def check_synthesize_keys():
+    """A scene's `synthesize:` settings only mean something in a synthesized dataset: refuse them
+    elsewhere rather than ignore them."""
+    for dataset, ds in config["datasets"].items():
+        if ds.get("synthesize", False):
+            continue
+        for scene, sc in ds["scenes"].items():
+            if "synthesize" in sc:
+                raise WorkflowError(
+                    f"Scene {dataset}/{scene} has `synthesize:` settings but dataset {dataset} is read from disk "
+                    f"(its `synthesize` is false); remove them, or set datasets: {dataset}: synthesize: true.")
+
+
+check_synthesize_keys()
+
+
 def get_scene_input(wildcards):
     """The scene folder: a rule output for synthetic datasets, a checked path for real ones."""
     ds = dataset_config(wildcards.dataset)
@@ -370,10 +386,13 @@ def get_synthetic_layout(wildcards):
 
 
 def get_synthesize_settings(wildcards):
+    """`synthetic: <layout>:` with the scene's own `synthesize:` settings on top, seeded and checked."""
     from maskfield.stages.synthesize import SynthesizeSettings
 
     layout = get_synthetic_layout(wildcards)
-    return settings_json(checked(SynthesizeSettings, with_seed(config["synthetic"].get(layout, {})), f"synthetic: {layout}"))
+    merged = deep_merge(config["synthetic"].get(layout, {}), scene_config("synthetic", wildcards.scene).get("synthesize", {}))
+    where = f"synthetic: {layout} and the synthesize settings of scene {wildcards.scene}"
+    return settings_json(checked(SynthesizeSettings, with_seed(merged), where))
 
 
 # ---------------------------------------------------------------- methods and tables

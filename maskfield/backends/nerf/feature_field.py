@@ -120,12 +120,14 @@ class ViewSamples:
 
 
 def view_samples(cache: GeometryCache, i: int, min_weight: float) -> ViewSamples:
-    """Samples of cached view i whose weight exceeds `min_weight`."""
+    """Samples of cached view i whose weight exceeds `min_weight` (read from the cache now: views
+    are not kept, so memory holds the view in use, not every view of the scene)."""
     rows = cache.rows(i)
-    w = cache.weights[rows]  # [hw, K]
+    w = cache.weights[rows].float()  # [hw, K]
     keep = w > min_weight
     pix, k = torch.nonzero(keep, as_tuple=True)  # row-major over [hw, K]: sorted by pixel
-    return ViewSamples(pix, w[pix, k].contiguous(), cache.positions[rows][pix, k].contiguous(), cache.shape(i))
+    position = cache.positions[rows][pix, k].float()
+    return ViewSamples(pix, w[pix, k].contiguous(), position.contiguous(), cache.shape(i))
 
 
 class NerfFeatureField(nn.Module):
@@ -139,9 +141,7 @@ class NerfFeatureField(nn.Module):
         self.encoder = self._make_encoder(s)
         in_dim = 6 * s.n_octaves if self.encoder is None else self.encoder.out_dim
         self.mlp = mlp(in_dim, s.hidden, s.layers, s.dim)
-        self._samples: dict[int, ViewSamples] = {}
         self._encoded: dict[int, torch.Tensor] = {}
-        self._subsets: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @staticmethod
     def _make_encoder(s: FeatureFieldSettings) -> nn.Module | None:
@@ -169,24 +169,18 @@ class NerfFeatureField(nn.Module):
         return self.cache.shape(view)
 
     def samples(self, view: int) -> ViewSamples:
-        if view not in self._samples:
-            self._samples[view] = view_samples(self.cache, view, self.settings.min_weight)
-        return self._samples[view]
+        return view_samples(self.cache, view, self.settings.min_weight)
 
-    def _subset(self, view: int, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(kept samples of `pixels`, their output rows); memoised per (view, pixel set) since
-        training draws from a few stride offsets per view."""
-        pixels = pixels.cpu()
-        key = (view, hash(pixels.numpy().tobytes()))
-        if key not in self._subsets:
-            smp = self.samples(view)
-            h, w = smp.shape
-            lookup = torch.full((h * w,), -1, dtype=torch.long)
-            lookup[pixels] = torch.arange(len(pixels))
-            new = lookup[smp.pixel]
-            subset = torch.nonzero(new >= 0, as_tuple=True)[0]
-            self._subsets[key] = (subset, new[subset])
-        return self._subsets[key]
+    @staticmethod
+    def _subset(smp: ViewSamples, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kept samples of `pixels`, their output rows); recomputed per call (O(h*w), cheap next
+        to the network) rather than memoised, which grew with every view and offset drawn."""
+        h, w = smp.shape
+        lookup = torch.full((h * w,), -1, dtype=torch.long)
+        lookup[pixels.cpu()] = torch.arange(len(pixels))
+        new = lookup[smp.pixel]
+        subset = torch.nonzero(new >= 0, as_tuple=True)[0]
+        return subset, new[subset]
 
     def _encode(self, view: int, position: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
         if self.encoder is not None:
@@ -218,7 +212,7 @@ class NerfFeatureField(nn.Module):
         if pixels is None:
             subset, pixel, n = None, smp.pixel, h * w
         else:
-            subset, pixel = self._subset(view, pixels)
+            subset, pixel = self._subset(smp, pixels)
             n = len(pixels)
         weight = smp.weight if subset is None else smp.weight[subset]
         feats = self.mlp(self._encode(view, smp.position, subset).to(device))

@@ -116,15 +116,23 @@ def build_geometry(tf: TrainedField, scene, s: GeometrySettings) -> GeometryCach
     if s.downscale < 1 or s.test_downscale < 1:
         raise MaskfieldError("geometry settings downscale and test_downscale must be integers >= 1.")
     views = [(int(v), 0) for v in scene.train_ids] + [(int(v), 1) for v in scene.test_ids]
-    pos, wts, dep, heights, widths = [], [], [], [], []
-    for v, split in views:
-        factor = 1.0 / (s.downscale if split == 0 else s.test_downscale)
-        cams = scene.cameras.scaled(factor) if factor != 1.0 else scene.cameras
-        p, w, d = view_geometry(tf, cams, v, s.top_k, samples, s.chunk, s.surface)
-        pos.append(p), wts.append(w), dep.append(d), heights.append(cams.height), widths.append(cams.width)
-    offsets = np.concatenate([[0], np.cumsum([h * w for h, w in zip(heights, widths)])])
+    cams = [view_cameras(scene.cameras, s.downscale if split == 0 else s.test_downscale) for _, split in views]
+    offsets = np.concatenate([[0], np.cumsum([c.height * c.width for c in cams])]).astype(np.int64)
+    k = 1 if s.surface == "median" else s.top_k
+    # filled view by view: no list of per-view tensors and no concatenated copy of them; positions
+    # are kept at their stored precision (float16)
+    pos = torch.empty((int(offsets[-1]), k, 3), dtype=torch.float16)
+    wts, dep = torch.empty((int(offsets[-1]), k)), torch.empty(int(offsets[-1]))
+    for i, ((v, _), c) in enumerate(zip(views, cams)):
+        rows = slice(int(offsets[i]), int(offsets[i + 1]))
+        pos[rows], wts[rows], dep[rows] = view_geometry(tf, c, v, s.top_k, samples, s.chunk, s.surface)
     return GeometryCache(
         np.array([v for v, _ in views], np.int64), np.array([sp for _, sp in views], np.int8),
-        np.array(heights, np.int64), np.array(widths, np.int64), offsets.astype(np.int64),
-        torch.cat(pos), torch.cat(wts), torch.cat(dep),
+        np.array([c.height for c in cams], np.int64), np.array([c.width for c in cams], np.int64), offsets,
+        pos, wts, dep,
     )
+
+
+def view_cameras(cameras, downscale: int):
+    """The cameras at 1/downscale of the scene resolution."""
+    return cameras.scaled(1.0 / downscale) if downscale != 1 else cameras

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from maskfield.data.cameras import camera_rays
 from maskfield.errors import MaskfieldError
 from maskfield.backends.nerf.nerf import FieldConfig, RadianceField
+from maskfield.backends.nerf.rays import TrainingRays, evenly_spaced
 from maskfield.backends.nerf.rendering import distortion_loss, opacity_entropy, render_rays
 from maskfield.backends.nerf.samplers import OccupancyGrid, inside_box, sample_rays
 from maskfield.backends.nerf.spaces import Space, ray_ranges, scene_space
@@ -142,11 +143,12 @@ def view_rays(cameras, ids) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
 
-def check_coverage(space: Space, o: torch.Tensor, d: torch.Tensor, name: str) -> None:
-    """Refuse scenes whose cameras see nothing inside the computed bounds."""
-    idx = torch.linspace(0, len(o) - 1, min(len(o), 4096)).long()
-    r = ray_ranges(space, o[idx], d[idx])
-    s = sample_rays(space, o[idx], d[idx], r, 64, jitter=False)
+def check_coverage(space: Space, rays: TrainingRays, name: str) -> None:
+    """Refuse scenes whose cameras see nothing inside the computed bounds (4096 rays spread over
+    all training rays)."""
+    o, d = rays.rays(evenly_spaced(len(rays), 4096))
+    r = ray_ranges(space, o, d)
+    s = sample_rays(space, o, d, r, 64, jitter=False)
     seen = (inside_box(s.positions) & r.valid[:, None]).any(1).float().mean().item()
     if seen < 0.05:
         raise MaskfieldError(
@@ -191,33 +193,32 @@ def psnr(mse: float) -> float:
     return -10.0 * math.log10(max(mse, 1e-10))
 
 
-def training_depth(scene, s: TrainRGBSettings) -> tuple[torch.Tensor | None, float]:
-    """Ground-truth z-depth of every training pixel [N] (0: none) and its mean over pixels that
-    have depth, when `depth_weight` asks for depth supervision; (None, 1) otherwise."""
+def training_depth_norm(scene, s: TrainRGBSettings) -> float | None:
+    """Mean ground-truth z-depth over the training pixels that have depth, when `depth_weight`
+    asks for depth supervision; None otherwise."""
     if s.depth_weight <= 0:
-        return None, 1.0
+        return None
     if scene.depth is None or not scene.depth_is_input:
         raise MaskfieldError(
             f"scene {scene.name}: depth_weight is {s.depth_weight} but its {scene.layout} layout has no input depth "
             f"maps (any depth it has is evaluation ground truth); set fields: rgb: depth_weight: 0 for it "
             f"(only Replica-layout scenes ship depth).")
-    depth = torch.from_numpy(np.ascontiguousarray(scene.depth[scene.train_ids])).float().reshape(-1)
+    depth = torch.from_numpy(np.ascontiguousarray(scene.depth[scene.train_ids])).float()
     valid = depth[depth > 0]
     if valid.numel() == 0 or not torch.isfinite(valid).all():
         raise MaskfieldError(
             f"scene {scene.name}: its training depth maps are empty or not finite; fix the depth/ files "
             f"or set fields: rgb: depth_weight: 0.")
-    return depth, float(valid.mean())
+    return float(valid.mean())
 
 
 def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
     """Fit a radiance field to the training views of `scene` (deterministic on CPU for a seed)."""
     check_scene(scene)
     space = scene_space(scene, contract_radius=s.contract_radius)
-    o, d = view_rays(scene.cameras, scene.train_ids)
-    check_coverage(space, o, d, scene.name)
-    rgb = torch.from_numpy(scene.images[scene.train_ids].reshape(-1, 3)).float() / 255.0
-    depth, depth_norm = training_depth(scene, s)
+    depth_norm = training_depth_norm(scene, s)
+    rays = TrainingRays(scene.cameras, scene.train_ids, scene.images, scene.depth if depth_norm is not None else None)
+    check_coverage(space, rays, scene.name)
     torch.manual_seed(s.seed)
     upsample_steps, stages = coarse_to_fine(s)
     field_ = RadianceField(replace(s.field, voxel_resolution=stages[0][0], voxel_colour_resolution=stages[0][1])).to(device)
@@ -240,19 +241,20 @@ def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
                 refresh(decay=1.0)
         if step >= s.occupancy_warmup and step % s.occupancy_every == 0:
             refresh()
-        idx = torch.randint(0, len(o), (s.rays_per_step,), generator=gen)
+        idx = torch.randint(0, len(rays), (s.rays_per_step,), generator=gen)
+        o, d = rays.rays(idx)
         warm = step < s.occupancy_warmup
-        out = render_rays(field_, space, grid, o[idx].to(device), d[idx].to(device),
+        out = render_rays(field_, space, grid, o.to(device), d.to(device),
                           max(8, s.samples_per_ray // 4) if warm else s.samples_per_ray, jitter=True, generator=gen,
                           background=s.background, prune_eps=0.0 if warm else s.prune_eps)
-        mse = (out.rgb - rgb[idx].to(device)).square().mean()
+        mse = (out.rgb - rays.rgb(idx).to(device)).square().mean()
         loss = mse
         if s.tv_weight > 0 and not analytic_tv:
             loss = loss + s.tv_weight * field_.total_variation()
         if s.distortion_weight > 0:
             loss = loss + s.distortion_weight * distortion_loss(out.weights, out.samples.u)
-        if depth is not None:
-            g = depth[idx].to(device)
+        if depth_norm is not None:
+            g = rays.depth(idx).to(device)
             has = g > 0
             loss = loss + s.depth_weight * ((out.depth - g).abs() * has).sum() / (has.sum().clamp(min=1) * depth_norm)
         if s.opacity_weight > 0:
