@@ -15,7 +15,7 @@ from test_distill_train import toy_scene_object
 from maskfield.data import load_scene
 from maskfield.data.splits import evenly_spaced
 from maskfield.errors import MaskfieldError
-from maskfield.io.masks import MaskSet, write_embeddings, write_masks
+from maskfield.io.masks import MaskSet, read_embeddings, write_embeddings, write_masks
 from maskfield.stages.mask import training_targets
 
 
@@ -53,8 +53,9 @@ def test_the_mask_field_reads_only_the_distilled_views_of_the_full_geometry(tmp_
     write_masks(tmp_path / "masks.h5", ms)
     write_embeddings(tmp_path / "emb.h5", np.concatenate(toy.embeddings), tmp_path / "masks.h5", "simulated", "simulated")
     keep = scene.train_ids[[0, 3, 7]]
-    views, _ = training_targets(toy.cache, dataclasses.replace(scene, distill_ids=keep), tmp_path / "masks.h5",
-                                tmp_path / "emb.h5", torch.device("cpu"))
+    emb = read_embeddings(tmp_path / "emb.h5", tmp_path / "masks.h5")
+    views = training_targets(toy.cache, dataclasses.replace(scene, distill_ids=keep), tmp_path / "masks.h5", emb,
+                             "render", torch.device("cpu"))
     assert [int(toy.cache.view_index[v.view]) for v in views] == keep.tolist()
-    all_views, _ = training_targets(toy.cache, scene, tmp_path / "masks.h5", tmp_path / "emb.h5", torch.device("cpu"))
+    all_views = training_targets(toy.cache, scene, tmp_path / "masks.h5", emb, "render", torch.device("cpu"))
     assert len(all_views) == len(scene.train_ids)
