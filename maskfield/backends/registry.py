@@ -17,6 +17,8 @@ Parts (Scene from maskfield.data, GeometryCache from maskfield.io.geometry):
     freeze(trained field, scene, settings) -> GeometryCache
     feature_field(cache, settings.feature_field) -> nn.Module implementing
         maskfield.distill.mask_field.FeatureBackend
+    export(scene, rgb_path, out, mask_checkpoint=None, geometry=None, ...) -> written paths: the
+        trained scene as files a standard viewer opens (optional)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from maskfield.errors import MaskfieldError
 # backend name -> the package that defines `BACKEND`
 BACKENDS: dict[str, str] = {
     "nerf": "maskfield.backends.nerf",
+    "gaussians": "maskfield.backends.gaussians",
 }
 
 # `maskfield <command>` -> the backend parts it uses
