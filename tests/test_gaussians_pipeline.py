@@ -171,3 +171,16 @@ def test_unknown_backend_is_refused_in_one_sentence():
     with pytest.raises(MaskfieldError, match=r"^Unknown backend '3dgs'; the known backends are nerf, gaussians\.$"):
         get_backend("3dgs")
     assert get_backend("gaussians").name == "gaussians"
+
+
+def test_densification_grows_gaussians_on_cpu_tensors(run, tmp_path):
+    """gsplat's DefaultStrategy runs on our CPU parameters and screen-space means: with a low
+    gradient threshold it clones and splits, and the checkpoint holds the grown set."""
+    scene = run[0]
+    s = from_dict(GaussianRGBSettings, {**RGB, "iterations": 40, "init": {"max_gaussians": 500},
+                                        "densify": {"enabled": True, "start": 10, "every": 10, "stop": 30,
+                                                    "grow_grad2d": 1e-6}})
+    rgb = run_train_rgb(scene, tmp_path / "rgb-gaussians.pt", s, backend="gaussians")
+    summary = json.loads(rgb.with_suffix(".json").read_text())
+    assert summary["n_gaussians"] > 500, summary["n_gaussians"]  # 500 initial
+    assert len(load_gaussians(rgb, scene=scene).params["means"]) == summary["n_gaussians"]
