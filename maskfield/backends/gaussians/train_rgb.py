@@ -130,6 +130,7 @@ def make_optimizers(params: nn.ParameterDict, lr: LearningRates, scale: float) -
 
 
 def psnr(mse: float) -> float:
+    """PSNR in dB of a mean squared error of colours in [0, 1]."""
     return -10.0 * math.log10(max(mse, 1e-10))
 
 
@@ -198,6 +199,8 @@ def train_gaussians(scene, params: nn.ParameterDict, s: GaussianRGBSettings, dev
 
 @dataclass
 class Evaluation:
+    """Test-view quality of a trained Gaussian scene."""
+
     psnr: float  # mean over views of per-view PSNR (dB)
     depth_mae: float | None  # mean |depth - GT| over pixels with GT depth (world units)
     per_view_psnr: list[float]
