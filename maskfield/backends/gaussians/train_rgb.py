@@ -3,7 +3,7 @@
 One training view per step, every pixel (3DGS's batch of one image). Learning rates are 3DGS's
 (means scaled by the cameras' extent and decayed exponentially to 1/100); densification and
 pruning are gsplat's `DefaultStrategy` (3DGS's rules), optional. What differs on CPU is the
-budget: ~1000 steps instead of 30000, from many more initial Gaussians (see `InitSettings`).
+budget: ~600 steps instead of 30000, from many more initial Gaussians (see `InitSettings`).
 """
 
 from __future__ import annotations
@@ -76,8 +76,10 @@ class DensifySettings:
 class GaussianRGBSettings:
     """Settings of `maskfield train-rgb --backend gaussians` (config `fields: gaussians: rgb:`)."""
 
-    iterations: int = 1000
-    """Optimisation steps, one training view each (3DGS 30000)."""
+    iterations: int = 600
+    """Optimisation steps, one training view each (3DGS 30000). 600 on CPU: the demo's room
+    (60 views of 160x120, 20000 Gaussians from depth, one thread) reaches 33.7 dB test PSNR in
+    about 100 CPU seconds; 1000 steps give 34.9 dB for 180."""
     lr: LearningRates = field(default_factory=LearningRates)
     ssim_weight: float = 0.2
     """Weight of 1 - SSIM in the loss (3DGS 0.2; 0: L1 only)."""
