@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Device check for a machine with an NVIDIA GPU: environment, optional tinycudann build, the
-# `gpu`-marked tests, and the CUDA wall time of the RGB field, mask field and render of one
-# synthetic scene. Run from the repository root:
+# Device check for a machine with an NVIDIA GPU: environment, optional tinycudann build, gsplat's
+# CUDA build, the `gpu`-marked tests, and the CUDA wall time of the RGB field, mask field and
+# render of one synthetic scene, for both backends (nerf, gaussians). Run from the repository root:
 #
 #   OUT=/some/folder bash scripts/device_check.sh
 #
@@ -26,6 +26,8 @@
 #   DEVICE_CHECK_PYTHON      the interpreter used when `make install` fails (default python3)
 #   TCNN_SRC                 tiny-cuda-nn source tree (default .whl/tiny-cuda-nn); built only if present
 #   TCNN_CUDA_ARCHITECTURES  compute capability to build tinycudann for (default 90: H100/H200)
+#   TORCH_EXTENSIONS_DIR     where gsplat's JIT-compiled CUDA extension is built and kept (default
+#                            build/torch_extensions: ignored by git, so a second run reuses it)
 set -u
 export LC_NUMERIC=C  # EPOCHREALTIME with a decimal point
 
@@ -44,6 +46,7 @@ DEVICE=${DEVICE_CHECK_DEVICE:-cuda}
 SCENE_SETTINGS=${DEVICE_CHECK_SCENE:-"{}"}
 ITERATIONS=${DEVICE_CHECK_ITERATIONS:-}
 DEADLINE=$((SECONDS + ${DEVICE_CHECK_BUDGET:-460}))
+export TORCH_EXTENSIONS_DIR=${TORCH_EXTENSIONS_DIR:-$ROOT/build/torch_extensions}
 export PY=python3
 PIP_INTO=()   # extra `pip install` flags: --target when installing beside the machine's python
 
@@ -125,7 +128,7 @@ check_imports() {
     "$PY" - <<'EOF'
 import importlib
 missing = []
-for name in ["torch", "numpy", "h5py", "scipy", "pandas", "PIL", "yaml", "tqdm", "cv2", "segment_anything", "pytest", "maskfield"]:
+for name in ["torch", "numpy", "h5py", "scipy", "pandas", "PIL", "yaml", "tqdm", "cv2", "segment_anything", "gsplat", "pytest", "maskfield"]:
     try:
         importlib.import_module(name)
     except Exception as exc:
@@ -145,6 +148,18 @@ build_tcnn() {
     TCNN_CUDA_ARCHITECTURES=${TCNN_CUDA_ARCHITECTURES:-90} step "tinycudann build" 200 \
         "$PY" -m pip install --no-index --no-build-isolation ${PIP_INTO[@]+"${PIP_INTO[@]}"} "$src/bindings/torch"
     step "tinycudann import" 60 "$PY" -c "import tinycudann; print('tinycudann', tinycudann.__file__)"
+}
+
+# gsplat compiles its CUDA kernels on first use (needs nvcc; minutes): build them here, in a step of
+# their own, so that a failed or slow build is named as such and the gpu tests find them built.
+build_gsplat() {
+    "$PY" - <<'EOF'
+import os
+from gsplat.cuda._backend import _C
+if _C is None:
+    raise SystemExit("gsplat found no CUDA toolkit (nvcc); its CUDA path cannot be used or tested")
+print("gsplat CUDA extension:", getattr(_C, "__file__", _C), "in", os.environ.get("TORCH_EXTENSIONS_DIR"))
+EOF
 }
 
 # One synthetic room through the GPU stages, with the demo's settings for it (config/config.yaml).
@@ -167,6 +182,17 @@ time_stages() {
         --settings "{\"seed\": 0, \"loss\": {\"exclusive\": 0.2}, \"device\": \"$DEVICE\"$mask_it}" --out "$d/maskfield-nerf.pt"
     step "render" 120 "${mf[@]}" render "${scene[@]}" --geometry "$d/geometry-nerf.h5" \
         --checkpoint "$d/maskfield-nerf.pt" --device "$DEVICE" --out "$d/renders.h5"
+    step "train-rgb (gaussians)" 240 "${mf[@]}" train-rgb "${scene[@]}" --backend gaussians \
+        --settings "{\"seed\": 0, \"device\": \"$DEVICE\"$rgb_it}" --out "$d/rgb-gaussians.pt" &&
+        cat "$d/rgb-gaussians.json" >>"$LOG"
+    step "geometry (gaussians)" 120 "${mf[@]}" geometry "${scene[@]}" --backend gaussians --rgb "$d/rgb-gaussians.pt" \
+        --settings "{\"device\": \"$DEVICE\"}" --out "$d/geometry-gaussians.h5"
+    step "train-mask (gaussians)" 240 "${mf[@]}" train-mask "${scene[@]}" --geometry "$d/geometry-gaussians.h5" \
+        --masks "$d/masks.h5" --embeddings "$d/embeddings.h5" --backend gaussians --method maskfield \
+        --settings "{\"seed\": 0, \"loss\": {\"exclusive\": 0.2}, \"device\": \"$DEVICE\"$mask_it}" \
+        --out "$d/maskfield-gaussians.pt"
+    step "render (gaussians)" 120 "${mf[@]}" render "${scene[@]}" --geometry "$d/geometry-gaussians.h5" \
+        --checkpoint "$d/maskfield-gaussians.pt" --device "$DEVICE" --out "$d/renders-gaussians.h5"
 }
 
 note "maskfield device check: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -n), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -177,6 +203,9 @@ choose_python
 step "torch" 60 torch_info
 step "imports" 60 check_imports
 build_tcnn
+if [[ $DEVICE == cuda ]]; then
+    step "gsplat CUDA build" 300 build_gsplat
+fi
 # Collecting every test module imports what each needs (snakemake, pycolmap...); one that cannot be
 # imported here must not stop the gpu tests in the others.
 step "pytest -m gpu" 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider --continue-on-collection-errors "$ROOT/tests"

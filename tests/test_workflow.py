@@ -68,12 +68,21 @@ def test_tiny_workflow_writes_every_stage_and_the_table(finished_run):
     w = finished_run
     for scene in ("room", "desk", "table360"):
         for f in ("cache/synthetic/{s}/masks.h5", "cache/synthetic/{s}/embeddings.h5", "cache/synthetic/{s}/text.h5",
-                  "fields/synthetic/{s}/rgb-nerf.pt", "fields/synthetic/{s}/geometry-nerf.h5",
-                  "fields/synthetic/{s}/maskfield-nerf.pt", "renders/synthetic/{s}/maskfield-nerf.h5",
-                  "renders/synthetic/{s}/teacher-2d.h5", "metrics/synthetic/{s}/maskfield-nerf.csv"):
+                  "renders/synthetic/{s}/teacher-2d.h5"):
             assert (w / "results" / f.format(s=scene)).is_file(), f.format(s=scene)
+        for b in ("nerf", "gaussians"):
+            for f in ("fields/synthetic/{s}/rgb-{b}.pt", "fields/synthetic/{s}/geometry-{b}.h5",
+                      "fields/synthetic/{s}/maskfield-{b}.pt", "renders/synthetic/{s}/maskfield-{b}.h5",
+                      "metrics/synthetic/{s}/maskfield-{b}.csv"):
+                assert (w / "results" / f.format(s=scene, b=b)).is_file(), f.format(s=scene, b=b)
+    # the Gaussians start from each layout's own surface points, the 3D-OVS layout's from the NeRF
+    sources = {s: json.loads((w / f"results/fields/synthetic/{s}/rgb-gaussians.json").read_text())["init_source"]
+               for s in ("room", "desk", "table360")}
+    assert sources == {"room": "depth", "desk": "nerf", "table360": "points3d"}
     table = pd.read_csv(w / TARGET)
     assert set(table["method"]) == {"maskfield", "teacher-2d"}
+    assert set(zip(table["method"], table["backend"])) == {("maskfield", "nerf"), ("maskfield", "gaussians"),
+                                                           ("teacher-2d", "none")}
     assert set(table["teacher"]) == {"simulated"}
     for col in ("room/mIoU", "desk/mIoU", "table360/mIoU", "mean/mIoU"):
         assert table[col].between(0, 100).all(), col
@@ -143,8 +152,10 @@ def test_every_rule_declares_the_code_its_command_imports(imports_and_inputs):
                      "mask_field", "render", "render_teacher", "evaluate", "figures", "contact_sheet", "table"}, rules
 
 
-# a shared encoding (mask field, render), a NeRF-only module (RGB field, geometry), a teacher (masks, embeddings)
-EDITED = ("maskfield/fields/triplane.py", "maskfield/backends/nerf/rendering.py", "maskfield/teachers/simulated.py")
+# a shared encoding (mask field, render), a NeRF-only module (RGB field, geometry), a teacher (masks, embeddings),
+# the Gaussian rasterizer (the gaussians RGB field and geometry)
+EDITED = ("maskfield/fields/triplane.py", "maskfield/backends/nerf/rendering.py", "maskfield/teachers/simulated.py",
+          "maskfield/backends/gaussians/compositing.py")
 
 
 @pytest.mark.parametrize("module", EDITED)
@@ -166,8 +177,13 @@ def test_an_edit_reruns_exactly_the_rules_that_import_the_module(finished_run, i
     planned = {out for _, _, _, out in jobs}
     assert {declared[o][0] for o in importers} <= {rule for rule, _, _, _ in jobs}, (module, jobs)
     assert importers <= planned, (module, sorted(importers - planned))
+    # the gaussians RGB field and geometry declare the NeRF code the Gaussians' initialisation may
+    # run (the NeRF-surface source) also on layouts that start from their own points
+    declared_only = {out for out, (_, inputs) in declared.items() if module in inputs and out not in importers}
+    assert all("-gaussians." in out for out in declared_only), (module, sorted(declared_only))
     for rule, _, reason, out in jobs:
-        assert (module in reason) == (out in importers) or "updated by another job" in reason, (rule, out, reason)
+        assert (module in reason) == (out in importers | declared_only) or "updated by another job" in reason, \
+            (rule, out, reason)
 
 
 def test_threshold_change_reruns_only_the_evaluations_that_read_it(finished_run):
@@ -188,8 +204,9 @@ def test_threshold_change_reruns_only_the_evaluations_that_read_it(finished_run)
     changed = {p for p in before if after.get(p) != before[p]}
     figures = {p for p in changed if p.startswith("results/figures/synthetic/table360/")}
     assert changed - figures == {"results/metrics/synthetic/table360/maskfield-nerf.csv",
+                                 "results/metrics/synthetic/table360/maskfield-gaussians.csv",
                                  "results/metrics/synthetic/table360/teacher-2d.csv", "results/tables/synthetic.csv"}, changed
-    assert {"results/figures/synthetic/table360/maskfield-nerf.png", "results/figures/synthetic/table360/teacher-2d.png"} <= figures
+    assert {f"results/figures/synthetic/table360/{m}.png" for m in ("maskfield-nerf", "maskfield-gaussians", "teacher-2d")} <= figures
 
 
 def test_a_scene_field_override_reruns_only_that_scene_from_its_stage(finished_run):
@@ -200,6 +217,20 @@ def test_a_scene_field_override_reruns_only_that_scene_from_its_stage(finished_r
     upstream = sorted((rule, wc["scene"]) for rule, wc, _, _ in dry_run_jobs(finished_run, *change)
                       if rule not in ("evaluate", "figures", "contact_sheet", "table"))
     assert upstream == [("geometry", "room"), ("mask_field", "room"), ("render", "room"), ("rgb_field", "room")], upstream
+
+
+def test_the_nerf_field_of_a_scene_the_gaussians_start_from_reruns_both_backends(finished_run):
+    """The desk's Gaussians start from its NeRF surface (rgb-nerf.pt is an input of their RGB
+    field), so a NeRF RGB setting of the desk reruns both backends' field jobs of the desk; the
+    room's Gaussians start from its depth maps and do not follow its NeRF."""
+    def upstream(scene):
+        change = ["--config", 'datasets={"synthetic": {"scenes": {"%s": {"fields": {"nerf": {"rgb": {"seed": 5}}}}}}}' % scene]
+        return sorted((rule, wc["scene"], wc["backend"]) for rule, wc, _, _ in dry_run_jobs(finished_run, *change)
+                      if rule not in ("evaluate", "table"))
+
+    rules = ("geometry", "mask_field", "render", "rgb_field")
+    assert upstream("desk") == sorted((r, "desk", b) for r in rules for b in ("gaussians", "nerf"))
+    assert upstream("room") == sorted((r, "room", "nerf") for r in rules)
 
 
 def test_mask_quality_table_scores_every_scene_and_method(finished_run):

@@ -18,9 +18,9 @@ Parts (Scene from maskfield.data, GeometryCache from maskfield.io.geometry):
     feature_field(cache, settings.feature_field) -> nn.Module implementing
         maskfield.distill.mask_field.FeatureBackend
     export(scene, rgb_path, out, mask_checkpoint=None, geometry=None, labeller=None) -> Path: the
-        segmented scene as a binary PLY point cloud (`maskfield export`); `labeller` is a
-        maskfield.stages.export.PointLabeller, called on [Q, ...] query probabilities of the
-        backend's points; optional (a backend without it cannot export)
+        trained scene as a binary PLY a standard viewer opens (`maskfield export`); `labeller` is a
+        maskfield.stages.export.PointLabeller (the class names, their text features and the
+        evaluation's inference); optional (a backend without it cannot export)
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from maskfield.errors import MaskfieldError
 # backend name -> the package that defines `BACKEND`
 BACKENDS: dict[str, str] = {
     "nerf": "maskfield.backends.nerf",
+    "gaussians": "maskfield.backends.gaussians",
 }
 
 # `maskfield <command>` -> the backend parts it uses

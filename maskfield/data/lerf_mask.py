@@ -130,6 +130,7 @@ def load_lerf_mask(scene_dir: Path, settings: LerfMaskSettings, name: str, datas
         view_names=[f.stem for f in files], cameras=cameras, train_ids=train_ids, test_ids=test_ids, task="query",
         query_prompts=sorted({p for masks in query_masks.values() for p in masks}), query_masks=query_masks,
         aabb=robust_aabb(model.points, settings.aabb_percentile), scene_type="unbounded", native_size=full,
+        points=model.points, point_colors=model.colors,
     )
     if has_sidecar(scene_dir):
         gt = load_synthetic_gt(scene_dir, scene.view_names, size)

@@ -95,6 +95,9 @@ class Scene:
     hierarchy: SceneHierarchy | None = None
     near_far: tuple[float, float] | None = None  # scene depth bounds when the layout gives them
     aabb: np.ndarray | None = None  # [2, 3] world box holding the content, when the layout tells (depth, points3D)
+    # the layout's sparse reconstruction (LERF-Mask: COLMAP points3D), when it ships one
+    points: np.ndarray | None = None  # [P, 3] float64 world positions
+    point_colors: np.ndarray | None = None  # [P, 3] uint8
     scene_type: str = "bounded"  # "bounded" (inside-out) | "forward" | "unbounded" (360)
     # how the benchmark scores this scene (maskfield.evaluate.protocols): "3dovs", "replica",
     # "lerf_mask"; set by the reader (maskfield.data.loader.READERS)

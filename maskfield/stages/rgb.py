@@ -62,7 +62,7 @@ def run_geometry(scene, rgb: str | Path, out: str | Path, settings, backend: str
     cache.attrs = {"backend": backend, "scene": scene.name, "rgb_digest": file_digest(rgb),
                    "settings": to_dict(settings)}
     log.info("geometry: %d views, %d pixels, K=%d in %.1f s", len(cache), len(cache.depth),
-             cache.positions.shape[1], time.perf_counter() - t0)
+             cache.samples_per_pixel, time.perf_counter() - t0)
     return write_geometry(out, cache)
 
 
