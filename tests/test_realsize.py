@@ -32,6 +32,7 @@ CONFIG = {
                 "reader": {"n_frames": 0, "test_stride": 4}},
     }}},
     "fields": {"nerf": {"rgb": {"iterations": 20, "rays_per_step": 256, "samples_per_ray": 16, "progress": False}},
+               "gaussians": {"rgb": {"iterations": 10, "progress": False, "init": {"max_gaussians": 5000}}},
                "mask": {"train": {"iterations": 6, "log_every": 3}, "heads": {"n_queries": 24}}},
 }
 
@@ -64,11 +65,13 @@ def test_each_artifact_has_the_real_size(run):
     with h5py.File(results / f"fields/synthetic/{SCENE}/geometry-nerf.h5", "r") as f:
         sizes = sorted(zip(f["split"][()].tolist(), f["heights"][()].tolist(), f["widths"][()].tolist()))
         assert sizes == [(0, 240, 320)] * 3 + [(1, 480, 640)]  # train views at 1/2, the test view whole
-    with h5py.File(results / f"renders/synthetic/{SCENE}/maskfield-nerf.h5", "r") as f:
-        assert {name: g["probs"].shape for name, g in f["views"].items()} == {"rgb_0": (24, 480, 640)}
+    for backend in ("nerf", "gaussians"):
+        with h5py.File(results / f"renders/synthetic/{SCENE}/maskfield-{backend}.h5", "r") as f:
+            assert {name: g["probs"].shape for name, g in f["views"].items()} == {"rgb_0": (24, 480, 640)}, backend
 
 
 def test_peak_memory_of_the_field_stages_is_recorded_and_bounded(run):
     for rule in ("mask_field", "render"):
-        bench = pd.read_csv(run / f"benchmarks/{rule}/synthetic/{SCENE}/nerf.tsv", sep="\t")
-        assert 0 < bench["max_rss"].iloc[-1] < 3000, (rule, bench["max_rss"].iloc[-1])  # MB
+        for backend in ("nerf", "gaussians"):
+            bench = pd.read_csv(run / f"benchmarks/{rule}/synthetic/{SCENE}/{backend}.tsv", sep="\t")
+            assert 0 < bench["max_rss"].iloc[-1] < 3000, (rule, backend, bench["max_rss"].iloc[-1])  # MB
