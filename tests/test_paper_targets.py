@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny_config.yaml"
 REDUCED = ROOT / "tests" / "data" / "tiny_paper_config.yaml"
+# every variant runs once per backend of the tiny config (a backend is a config entry)
+B = len(yaml.safe_load(TINY.read_text()).get("backends") or yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["backends"])
 MAIN = ("results/tables/synthetic.csv",)
 WITH_PERPIXEL = ("--config", "methods=[maskfield,perpixel,teacher-2d]")
 
@@ -83,10 +86,10 @@ def test_feature_dim_runs_both_methods_at_every_d_on_one_scene(workdir, main_job
     assert all("/room" in out or out.startswith("results/tables/paper/") for out in jobs), sorted(jobs)
     counts = rules(jobs)
     # six D; the mask field's own D (16) is the main result, read as it is
-    assert counts["paper_mask_field_dim"] == 5 and counts["paper_perpixel_field_dim"] == 6, counts
-    assert counts["mask_field"] == 1 and "perpixel_field" not in counts and "render_teacher" not in counts, counts
+    assert counts["paper_mask_field_dim"] == 5 * B and counts["paper_perpixel_field_dim"] == 6 * B, counts
+    assert counts["mask_field"] == B and "perpixel_field" not in counts and "render_teacher" not in counts, counts
     dims = sorted(int(re.search(r"-d(\d+)\.pt", o).group(1)) for o, (r, _) in jobs.items() if r == "paper_perpixel_field_dim")
-    assert dims == [3, 8, 16, 32, 64, 128]
+    assert dims == sorted([3, 8, 16, 32, 64, 128] * B)
     perpixel = [s for r, s in jobs.values() if r == "paper_perpixel_field_dim"]
     assert all("dense-ideal.h5" in s for s in perpixel)
     assert any('"dim": 8' in s for r, s in jobs.values() if r == "paper_mask_field_dim")
@@ -97,7 +100,7 @@ def test_perpixel_vs_mask_reads_the_main_rows_of_every_scene(workdir, main_jobs)
     check_main_jobs_unchanged(jobs, main_jobs)
     assert variant_outputs(jobs) == {"results/tables/paper/perpixel_vs_mask.csv"}
     counts = rules(jobs)
-    assert counts["mask_field"] == counts["perpixel_field"] == counts["dense_teacher"] == 3, counts
+    assert counts["mask_field"] == counts["perpixel_field"] == 3 * B and counts["dense_teacher"] == 3, counts
     assert all("dense-simulated.h5" in s for r, s in jobs.values() if r == "perpixel_field")
 
 
@@ -105,17 +108,17 @@ def test_limited_views_trains_only_the_fractions_below_all(workdir, main_jobs):
     jobs = dry_run(workdir, "results/tables/paper/limited_views.csv")
     check_main_jobs_unchanged(jobs, main_jobs)
     counts = rules(jobs)
-    assert counts["paper_mask_field_views"] == 6 and "perpixel_field" not in counts, counts  # 3 scenes x 10%, 50%
+    assert counts["paper_mask_field_views"] == 6 * B and "perpixel_field" not in counts, counts  # 3 scenes x 10%, 50%
     views = [s for r, s in jobs.values() if r == "paper_mask_field_views"]
-    assert sum('\\"distill_fraction\\": 0.1' in s or '"distill_fraction": 0.1' in s for s in views) == 3
+    assert sum('\\"distill_fraction\\": 0.1' in s or '"distill_fraction": 0.1' in s for s in views) == 3 * B
     # the reconstruction is the main one: every scene's RGB field and geometry once, main settings
-    assert counts["rgb_field"] == counts["geometry"] == 3
+    assert counts["rgb_field"] == counts["geometry"] == 3 * B
 
 
 def test_efficiency_measures_one_scene_alone(workdir, main_jobs):
     jobs = dry_run(workdir, "results/tables/paper/efficiency.csv")
     check_main_jobs_unchanged(jobs, main_jobs)
-    assert rules(jobs)["paper_efficiency"] == 1
+    assert rules(jobs)["paper_efficiency"] == B  # one job per backend
     assert all("/room" in out or out.startswith("results/tables/paper/") for out in jobs), sorted(jobs)
 
 

@@ -44,11 +44,14 @@ def build_model(cache: GeometryCache, s: MaskSettings, sem_dim: int, backend: st
     return MaskField(features, QueryHeads(s.feature_field.dim, sem_dim, s.heads))
 
 
+MASK_DATASETS = ("view_names", "view_offsets", "masks")
+
+
 def teacher_view_masks(masks_path, scene: Scene, views) -> Iterator[tuple[int, np.ndarray, slice]]:
     """(scene view, its teacher masks [m, H, W] bool, their rows) for each scene view of `views`,
     read from masks.h5 one view at a time (all views' masks at once would be the largest thing
     in memory at real image sizes)."""
-    with open_h5(masks_path, "masks cache", "sam_masks", ("view_names", "view_offsets", "masks")) as f:
+    with open_h5(masks_path, "masks cache", "sam_masks", MASK_DATASETS) as f:
         offsets, n_masks = f["view_offsets"][()], f["masks"].shape[0]
         if len(offsets) != len(f["view_names"]) + 1 or offsets[-1] != n_masks or np.any(np.diff(offsets) < 0):
             raise MaskfieldError(f"masks cache {masks_path} is inconsistent (offsets/rows disagree); delete it and "
@@ -99,6 +102,8 @@ def train_mask(scene: Scene, geometry: str | os.PathLike, masks: str | os.PathLi
             raise MaskfieldError(f"geometry cache {geometry} is from backend {cache.attrs.get('backend')!r}, not {backend!r}; "
                                  f"pass geometry-{backend}.h5 of this scene.")
         device = pick_device(s.device)
+        with open_h5(masks, "masks cache", "sam_masks", MASK_DATASETS):
+            pass  # a damaged masks.h5 is named as itself, before the embeddings are checked against it
         emb = read_embeddings(embeddings, masks)
         views = training_targets(cache, scene, masks, emb, s.train.supervision, device)
         if not views:
