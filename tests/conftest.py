@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from maskfield.stages.synthesize import SynthesizeSettings, synthesize
 
@@ -52,3 +53,13 @@ def trained_table_scene(tmp_path_factory):
     from trained_scene import train_table_scene
 
     return train_table_scene(tmp_path_factory.mktemp("trained_table"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Training tests run at one torch thread: on a shared 2-core machine two OpenMP threads
+    spin against the other jobs (8x slower measured); the stage's default is 1 too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

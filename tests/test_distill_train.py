@@ -23,14 +23,7 @@ from maskfield.stages.mask import render, train_mask
 from test_distill_toy import best_query_iou, toy_scene
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The training tests at one torch thread: on a shared 2-core machine two OpenMP threads
-    spin against the other jobs (8x slower measured); the stage's default is 1 too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,7 @@ from maskfield.teachers.simulated import SimulatedEmbedSettings
 from maskfield.teachers.text import load_text_encoder, simulated_model_id
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Training at one torch thread: on a shared 2-core machine two threads spin against other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def text(phrases):
