@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m maskfield.demo
 
+# Two pytest workers, one test file each at a time (a file's module fixtures, such as the tiny
+# workflow run, are made once): the Slurm and workflow tests spend much of their time waiting on
+# subprocesses, which the other worker fills. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) --durations=15 tests
 
 clean-results:
 	rm -rf results/cache results/fields results/renders results/metrics results/tables results/figures results/queries results/report.html logs benchmarks

@@ -63,3 +63,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The longest files first: with `make test`'s two workers (one file at a time each), a long file
+# collected last would run alone at the end.
+LONGEST_FIRST = ("test_workflow.py", "test_slurm.py", "test_realsize.py", "test_gaussians_workflow.py",
+                 "test_readme.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

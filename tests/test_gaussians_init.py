@@ -61,9 +61,10 @@ def test_lerf_mask_layout_starts_from_colmap_points3d(scenes, synthetic_scene_di
     np.testing.assert_allclose(pts.rgb, model.colors / 255.0, atol=1e-6)
 
 
-def test_other_layouts_start_from_the_nerf_surface(scenes, tmp_path):
-    """The NeRF's colour and expected depth of each training view, rendered at 1/2 and unprojected:
-    every point lands back on its own pixel at the depth the NeRF rendered there."""
+@pytest.mark.parametrize("nerf_depth", ["median", "expected"])
+def test_other_layouts_start_from_the_nerf_surface(scenes, tmp_path, nerf_depth):
+    """The NeRF's colour and (median or expected) depth of each training view, rendered at 1/2 and
+    unprojected: every point lands back on its own pixel at the depth the NeRF rendered there."""
     scene = scenes["ovs3d"]
     assert rgb_needs("ovs3d", GaussianRGBSettings()) == ("nerf",)
     assert rgb_needs("replica", GaussianRGBSettings()) == () and rgb_needs("lerf_mask", GaussianRGBSettings()) == ()
@@ -73,12 +74,12 @@ def test_other_layouts_start_from_the_nerf_surface(scenes, tmp_path):
     nerf = train_nerf(scene, TrainRGBSettings(iterations=10, rays_per_step=128, samples_per_ray=16, progress=False,
                                               device="cpu"), torch.device("cpu"))  # any field will do
     path = save_checkpoint(nerf.state, tmp_path / "rgb-nerf.pt")
-    pts = initial_points(scene, InitSettings(nerf_downscale=2), {"nerf": path}, "cpu")
+    pts = initial_points(scene, InitSettings(nerf_downscale=2, nerf_depth=nerf_depth), {"nerf": path}, "cpu")
     h, w = scene.height // 2, scene.width // 2
     assert pts.source == "nerf" and len(pts.xyz) == len(scene.train_ids) * h * w
     half = scene.cameras.scaled(0.5)
     v = int(scene.train_ids[0])
-    colour, depth = render_view(load_field(path, scene=scene), half, v)
+    colour, depth = render_view(load_field(path, scene=scene), half, v, depth=nerf_depth)
     uv, z = project_points(pts.xyz[: h * w], half.K[v], half.c2w[v])
     rows, cols = np.divmod(np.arange(h * w), w)
     np.testing.assert_allclose(uv, np.stack([cols, rows], 1), atol=1e-3)

@@ -183,19 +183,21 @@ def write_lerf_mask(out: Path, gt: SceneGT, train: np.ndarray, queries: dict[str
 
 
 def sample_surface_points(gt: SceneGT, views: np.ndarray, n: int, rng: np.random.Generator):
-    """n surface points (world xyz [n, 3], rgb [n, 3] uint8) at random hit pixels of `views`."""
+    """n surface points (world xyz [n, 3], rgb [n, 3] uint8) at random hit pixels of `views`:
+    a view drawn uniformly for each point, then a pixel of that view where a surface was hit."""
     from maskfield.data.cameras import unproject_depth
 
     hits = [(v, p) for v in views for p in [np.flatnonzero(gt.rendered.depth[v] > 0)] if p.size]
     if not hits:
         return np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
-    xyz, rgb = np.zeros((n, 3)), np.zeros((n, 3), np.uint8)
-    for k, h in enumerate(rng.integers(len(hits), size=n)):
-        v, pixels = hits[h]
-        pix = rng.choice(pixels)
-        xyz[k] = unproject_depth(gt.rendered.depth[v], gt.K[v], gt.c2w[v])[pix]
-        rgb[k] = gt.rendered.rgb[v].reshape(-1, 3)[pix]
-    return xyz, rgb
+    per_view = np.bincount(rng.integers(len(hits), size=n), minlength=len(hits))
+    xyz, rgb = [], []
+    for (v, pixels), count in zip(hits, per_view):
+        if count:
+            pix = rng.choice(pixels, size=count)
+            xyz.append(unproject_depth(gt.rendered.depth[v], gt.K[v], gt.c2w[v])[pix])
+            rgb.append(gt.rendered.rgb[v].reshape(-1, 3)[pix])
+    return np.concatenate(xyz), np.concatenate(rgb).astype(np.uint8)
 
 
 # ---- COLMAP --------------------------------------------------------------------------------

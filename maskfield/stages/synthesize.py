@@ -53,8 +53,9 @@ class SynthesizeSettings:
     """s: RGB is the mean of s x s rays per pixel (anti-aliasing); labels and depth use the centre ray"""
     colmap_format: str = "bin"
     """lerf_mask: "bin" (cameras/images/points3D.bin) or "txt" (the .txt files)"""
-    n_points3d: int = 300
-    """lerf_mask: points3D sampled on visible surfaces"""
+    n_points3d: int = 10000
+    """lerf_mask: points3D sampled on the training views' visible surfaces (COLMAP's sparse models
+    of real captures of this kind hold 1e4-1e5 points; 3DGS starts its Gaussians from them)"""
 
     def __post_init__(self) -> None:
         for key in ("width", "height", "supersample", "n_points3d"):

@@ -9,6 +9,10 @@ rule synthesize_scene:
     params:
         layout=get_synthetic_layout,
         settings=get_synthesize_settings,
+    # Priorities order the ready jobs on few cores: every scene's long jobs (RGB fields, then mask
+    # fields) start before the short per-scene evaluation jobs, so no long job is left to run alone
+    # at the end.
+    priority: 30
     log:
         "logs/synthesize_scene/synthetic/{scene}.log",
     benchmark:

@@ -13,6 +13,7 @@ rule rgb_field:
         scene=get_scene_flags,
         settings=field_settings("rgb"),
         from_rgb=get_from_rgb_flags,
+    priority: 20
     log:
         "logs/rgb_field/{dataset}/{scene}/{backend}.log",
     benchmark:
@@ -39,6 +40,7 @@ rule geometry:
     params:
         scene=get_scene_flags,
         settings=field_settings("geometry", seeded=False),
+    priority: 10
     log:
         "logs/geometry/{dataset}/{scene}/{backend}.log",
     benchmark:
@@ -67,6 +69,7 @@ rule mask_field:
     params:
         scene=get_scene_flags,
         settings=field_settings("mask"),
+    priority: 5
     log:
         "logs/mask_field/{dataset}/{scene}/{backend}.log",
     benchmark:

@@ -12,6 +12,7 @@ rule sam_masks:
         scene=get_scene_flags,
         source=get_masks_source,
         settings=get_masks_settings,
+    priority: 10
     log:
         "logs/sam_masks/{dataset}/{scene}.log",
     benchmark:
@@ -40,6 +41,7 @@ rule clip_embeddings:
         scene=get_scene_flags,
         source=get_embed_source,
         settings=get_embed_settings,
+    priority: 10
     log:
         "logs/clip_embeddings/{dataset}/{scene}.log",
     benchmark:

@@ -3,7 +3,7 @@
 - "depth": the training views' depth maps unprojected (Replica layout and the synthetic room:
   `Scene.depth` with `depth_is_input`).
 - "points3d": the layout's sparse reconstruction (LERF-Mask: COLMAP points3D, `Scene.points`).
-- "nerf": the NeRF backend's surface: each training view's colour and expected depth rendered
+- "nerf": the NeRF backend's surface: each training view's colour and median depth rendered
   from its RGB checkpoint (`rgb-nerf.pt`) and unprojected; the layouts without either (3D-OVS).
 Random initialisation is not offered: on a CPU budget it stays far below the others (17.7 dB
 test PSNR after 120 s on the synthetic room, against 31.9 dB from its depth maps).
@@ -55,12 +55,19 @@ class InitSettings:
     nerf_downscale: int = 2
     """"nerf": training views are rendered at 1/this of their resolution (their points are
     subsampled to max_gaussians anyway)."""
+    nerf_depth: str = "median"
+    """"nerf": where along each pixel's ray its point lies: "median" (ours: where the ray's
+    accumulated weight reaches half, on the surface the pixel shows) or "expected" (the
+    weight-averaged depth, which puts pixels on an object's silhouette in the air between the
+    object and what is behind it)."""
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {self.source!r}")
         if self.max_gaussians < 1 or self.neighbours < 1 or self.nerf_downscale < 1:
             raise ValueError("max_gaussians, neighbours and nerf_downscale must be integers >= 1")
+        if self.nerf_depth not in ("median", "expected"):
+            raise ValueError(f"nerf_depth must be \"median\" or \"expected\", not {self.nerf_depth!r}")
         if not 0 < self.opacity < 1 or self.scale_factor <= 0:
             raise ValueError("opacity must be in (0, 1) and scale_factor positive")
 
@@ -99,8 +106,9 @@ def colmap_points(scene) -> InitPoints:
     return _finite(np.asarray(scene.points, np.float64), np.asarray(rgb, np.float32) / 255.0, "points3d")
 
 
-def nerf_points(scene, rgb_path: str | Path | None, device, downscale: int) -> InitPoints:
-    """The NeRF backend's colour and expected depth of every training view, unprojected."""
+def nerf_points(scene, rgb_path: str | Path | None, device, downscale: int, depth: str = "median") -> InitPoints:
+    """The NeRF backend's colour and `depth` ("median" or "expected") of every training view,
+    unprojected."""
     if rgb_path is None:
         raise MaskfieldError(f"scene {scene.name}: init source 'nerf' needs the NeRF backend's RGB checkpoint; pass "
                              f"--from-rgb nerf=<rgb-nerf.pt> (the workflow does) or choose another init source.")
@@ -111,8 +119,8 @@ def nerf_points(scene, rgb_path: str | Path | None, device, downscale: int) -> I
     cams = scene.cameras.scaled(1.0 / downscale) if downscale > 1 else scene.cameras
     xyz, rgb = [], []
     for v in scene.train_ids:
-        colour, depth = render_view(tf, cams, int(v))
-        xyz.append(unproject_depth(depth.numpy(), cams.K[v], cams.c2w[v]))
+        colour, z = render_view(tf, cams, int(v), depth=depth)
+        xyz.append(unproject_depth(z.numpy(), cams.K[v], cams.c2w[v]))
         rgb.append(colour.reshape(-1, 3).clamp(0, 1).numpy())
     return _finite(np.concatenate(xyz), np.concatenate(rgb), "nerf")
 
@@ -130,7 +138,7 @@ def initial_points(scene, s: InitSettings, from_rgb: dict[str, Path], device) ->
     elif source == "points3d":
         pts = colmap_points(scene)
     else:
-        pts = nerf_points(scene, from_rgb.get("nerf"), device, s.nerf_downscale)
+        pts = nerf_points(scene, from_rgb.get("nerf"), device, s.nerf_downscale, s.nerf_depth)
     if len(pts.xyz) < s.neighbours + 1:
         raise MaskfieldError(f"scene {scene.name}: init source '{source}' gave {len(pts.xyz)} points, too few to start "
                              f"Gaussians from; check the scene's {source} data or choose another init source.")

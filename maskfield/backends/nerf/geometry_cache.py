@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from maskfield.errors import MaskfieldError
-from maskfield.backends.nerf.rendering import render_weights
+from maskfield.backends.nerf.rendering import median_depth, median_sample, render_weights  # noqa: F401
 from maskfield.backends.nerf.train_rgb import TrainedField, view_rays
 from maskfield.io.geometry import GeometryCache
 
@@ -49,34 +49,6 @@ class GeometrySettings:
             raise ValueError(f"surface must be 'weights' or 'median', not {self.surface!r}")
         if self.downscale < 1 or self.test_downscale < 1 or self.top_k < 1:
             raise ValueError("downscale, test_downscale and top_k must be integers >= 1")
-
-
-@torch.no_grad()
-def median_sample(w: torch.Tensor) -> torch.Tensor:
-    """Index [R] of the first sample (in ray order) where the accumulated weight of each ray [R, S]
-    reaches half of the ray's total weight."""
-    cum = torch.cumsum(w, dim=1) / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    return (cum < 0.5).sum(dim=1).clamp(max=w.shape[1] - 1)
-
-
-@torch.no_grad()
-def median_depth(w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Ray parameter [R] where the accumulated weight of each ray reaches half its total, between
-    samples: sample i's weight is spread evenly over its bin (from the midpoint with the previous
-    sample to the midpoint with the next), so the crossing is found inside the bin rather than
-    snapped to the sample. Snapping quantises depth to the sample spacing (~19 cm in the linear
-    region of the synthetic 360 scene at 64 samples), which moves small objects' pixels off them.
-    """
-    idx = median_sample(w)[:, None]
-    total = w.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    before = (torch.cumsum(w, dim=1) - w).gather(1, idx)
-    wi = w.gather(1, idx)
-    mids = (t[:, 1:] + t[:, :-1]) / 2
-    lo_edge = torch.cat([t[:, :1] - (mids[:, :1] - t[:, :1]), mids], 1)  # first bin: mirrored half width
-    hi_edge = torch.cat([mids, t[:, -1:] + (t[:, -1:] - mids[:, -1:])], 1)
-    lo, hi = lo_edge.gather(1, idx), hi_edge.gather(1, idx)
-    frac = ((0.5 * total - before) / wi.clamp_min(1e-12)).clamp(0, 1)
-    return (lo + frac * (hi - lo))[:, 0]
 
 
 def view_geometry(tf: TrainedField, cameras, view: int, top_k: int, samples: int,

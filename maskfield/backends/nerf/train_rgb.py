@@ -25,7 +25,7 @@ from maskfield.data.cameras import camera_rays
 from maskfield.errors import MaskfieldError
 from maskfield.backends.nerf.nerf import FieldConfig, RadianceField
 from maskfield.backends.nerf.rays import TrainingRays, evenly_spaced
-from maskfield.backends.nerf.rendering import distortion_loss, opacity_entropy, render_rays
+from maskfield.backends.nerf.rendering import distortion_loss, median_depth, opacity_entropy, render_rays
 from maskfield.backends.nerf.samplers import OccupancyGrid, inside_box, sample_rays
 from maskfield.backends.nerf.spaces import Space, ray_ranges, scene_space
 
@@ -281,15 +281,24 @@ def train_rgb(scene, s: TrainRGBSettings, device: torch.device) -> TrainedField:
 
 
 @torch.no_grad()
-def render_view(tf: TrainedField, cameras, view: int, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-    """Colour [H, W, 3] and expected z-depth [H, W] of one view of `cameras`."""
+def render_view(tf: TrainedField, cameras, view: int, chunk: int = 8192,
+                depth: str = "expected") -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour [H, W, 3] and z-depth [H, W] of one view of `cameras`: the weight-averaged depth
+    ("expected") or where each ray's accumulated weight reaches half ("median", 0 where the ray
+    hits nothing)."""
     o, d = view_rays(cameras, [view])
     dev = next(tf.field.parameters()).device
-    parts = [render_rays(tf.field, tf.space, tf.grid, o[i:i + chunk].to(dev), d[i:i + chunk].to(dev),
-                         tf.samples_per_ray, background=tf.background) for i in range(0, len(o), chunk)]
+    colours, depths = [], []
+    for i in range(0, len(o), chunk):
+        p = render_rays(tf.field, tf.space, tf.grid, o[i:i + chunk].to(dev), d[i:i + chunk].to(dev),
+                        tf.samples_per_ray, background=tf.background)
+        colours.append(p.rgb)
+        if depth == "median":
+            depths.append(median_depth(p.weights, p.samples.t) * (p.opacity > 1e-6))
+        else:
+            depths.append(p.depth)
     H, W = cameras.height, cameras.width
-    return (torch.cat([p.rgb for p in parts]).cpu().reshape(H, W, 3),
-            torch.cat([p.depth for p in parts]).cpu().reshape(H, W))
+    return torch.cat(colours).cpu().reshape(H, W, 3), torch.cat(depths).cpu().reshape(H, W)
 
 
 @dataclass
