@@ -79,9 +79,11 @@ def figure_efficiency(df: pd.DataFrame) -> object:
     fig, axes = _axes(3, 3.6)
     labels = [f"{m}-{b}" for m, b in zip(df["method"], df["backend"])]
     for ax, col in zip(axes, ("seconds_per_iteration", "peak_memory_mib", "train_seconds")):
-        ax.bar(labels, df[col])
+        ax.barh(labels, df[col])  # horizontal: the method-backend names stay readable
+        ax.invert_yaxis()
         ax.set_title(col)
-        ax.tick_params(axis="x", labelsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
     return fig
 
 
