@@ -59,3 +59,25 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise MaskfieldError(f"device '{requested}' was asked for but CUDA is not available; set device to 'auto' or 'cpu'.")
     return torch.device(requested)
+
+
+# The geometry-cache attributes a trained field is tied to: its checkpoint records them and every
+# later stage checks the cache it is given against them.
+GEOMETRY_KEYS = ("backend", "scene", "rgb_digest")
+
+
+def geometry_identity(cache) -> dict[str, str]:
+    """The `GEOMETRY_KEYS` attributes of a geometry cache, as strings."""
+    return {k: str(cache.attrs.get(k, "")) for k in GEOMETRY_KEYS}
+
+
+def check_checkpoint_pairing(cfg: dict, cache, scene, checkpoint, geometry, kind: str, rule: str) -> None:
+    """A `kind` checkpoint (made by the `rule` rule) must come from this scene and this very
+    geometry cache."""
+    if (cfg["dataset"], cfg["scene"]) != (scene.dataset, scene.name):
+        raise MaskfieldError(f"{kind} checkpoint {checkpoint} was trained on {cfg['dataset']}/{cfg['scene']}, "
+                             f"not {scene.dataset}/{scene.name}; rerun the `{rule}` rule for this scene.")
+    here = geometry_identity(cache)
+    if here != cfg["geometry"]:
+        raise MaskfieldError(f"{kind} checkpoint {checkpoint} was trained on another geometry cache than {geometry} "
+                             f"({cfg['geometry']} vs {here}); rerun the `{rule}` rule (after the `geometry` rule).")

@@ -24,11 +24,11 @@ from maskfield.errors import MaskfieldError
 from maskfield.io.dense import write_dense
 from maskfield.settings import parse_settings, to_dict
 from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
-from maskfield.teachers.clip import ClipSettings, load_open_clip, view_features
+from maskfield.teachers.clip import ClipSettings, view_features
 from maskfield.teachers.dense import (
     SimulatedDenseSettings, class_map_of, ideal_view_segments, simulated_view_grid, unit_tokens,
 )
-from maskfield.teachers.featup import load_jbu_stack
+from maskfield.teachers.featup import load_clip_with_upsampler
 from maskfield.teachers.simulated import SimulatedEmbedSettings, class_vocabulary
 from maskfield.teachers.text import load_text_encoder, simulated_model_id
 
@@ -88,13 +88,7 @@ def clip_dense(scene: Scene, out, s: ClipSettings) -> Path:
     """dense-clip.h5: unit MaskCLIP tokens of every view (FeatUp's JBU output where configured)."""
     seed_everything(s.seed)
     device = pick_device(s.device)
-    jbu = load_jbu_stack(s.featup_checkpoint, device) if s.featup_checkpoint else None
-    model, _ = load_open_clip(s.arch, s.quick_gelu, s.checkpoint, device)
-    dim = int(model.visual.proj.shape[1])
-    if jbu is not None and jbu.dim != dim:
-        raise MaskfieldError(
-            f"FeatUp checkpoint {s.featup_checkpoint} upsamples {jbu.dim}-d features but CLIP {s.arch} gives {dim}-d ones; "
-            f"set teachers.clip.featup_checkpoint to the JBU checkpoint FeatUp trained for this backbone (maskclip).")
+    model, jbu = load_clip_with_upsampler(s, device)
 
     def per_view(v: int) -> np.ndarray:
         return unit_tokens(view_features(model.visual, scene.images[v], s, device, jbu)).astype(np.float16)

@@ -31,11 +31,11 @@ from maskfield.io.h5 import open_h5, read_attrs
 from maskfield.io.masks import EmbeddingSet, read_embeddings
 from maskfield.io.renders import Renders, ViewPrediction, write_renders
 from maskfield.settings import from_dict, parse_settings, to_dict
-from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
+from maskfield.stages.common import (add_scene_args, check_checkpoint_pairing, geometry_identity, pick_device,
+                                     scene_from_args, seed_everything)
 
 log = logging.getLogger("maskfield")
 CHECKPOINT_VERSION = 2
-GEOMETRY_KEYS = ("backend", "scene", "rgb_digest")  # geometry attrs a checkpoint is tied to
 
 
 def build_model(cache: GeometryCache, s: MaskSettings, sem_dim: int, backend: str) -> MaskField:
@@ -114,7 +114,7 @@ def train_mask(scene: Scene, geometry: str | os.PathLike, masks: str | os.PathLi
                  scene.dataset, scene.name, len(views), sum(len(v.embeddings) for v in views),
                  s.heads.n_queries, s.feature_field.dim, emb.embeddings.shape[1])
         report = train_mask_field(model, views, s.train, s.matcher, s.loss, progress=progress)
-        geometry_attrs = {k: str(cache.attrs.get(k, "")) for k in GEOMETRY_KEYS}
+        geometry_attrs = geometry_identity(cache)
     config = {
         "method": method, "backend": backend, "teacher": mask_teacher(masks), "text_model": emb.model,
         "dataset": scene.dataset, "scene": scene.name, "n_queries": s.heads.n_queries,
@@ -154,13 +154,7 @@ def load_model(state: dict, cache: GeometryCache) -> MaskField:
 
 def check_pairing(cfg: dict, cache: GeometryCache, scene: Scene, checkpoint, geometry) -> None:
     """The checkpoint must come from this scene and this very geometry cache."""
-    if (cfg["dataset"], cfg["scene"]) != (scene.dataset, scene.name):
-        raise MaskfieldError(f"mask-field checkpoint {checkpoint} was trained on {cfg['dataset']}/{cfg['scene']}, "
-                             f"not {scene.dataset}/{scene.name}; rerun the `mask_field` rule for this scene.")
-    here = {k: str(cache.attrs.get(k, "")) for k in GEOMETRY_KEYS}
-    if here != cfg["geometry"]:
-        raise MaskfieldError(f"mask-field checkpoint {checkpoint} was trained on another geometry cache than {geometry} "
-                             f"({cfg['geometry']} vs {here}); rerun the `mask_field` rule (after the `geometry` rule).")
+    check_checkpoint_pairing(cfg, cache, scene, checkpoint, geometry, "mask-field", "mask_field")
 
 
 def view_probabilities(model: MaskField, view: int, chunk: int) -> np.ndarray:

@@ -32,11 +32,11 @@ from maskfield.io.dense import read_dense, read_view_names
 from maskfield.io.geometry import GeometryCache, read_geometry
 from maskfield.io.renders import DenseViewPrediction, Renders, write_dense_renders
 from maskfield.settings import from_dict, parse_settings, to_dict
-from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
+from maskfield.stages.common import (add_scene_args, check_checkpoint_pairing, geometry_identity, pick_device,
+                                     scene_from_args, seed_everything)
 
 log = logging.getLogger("maskfield")
 CHECKPOINT_VERSION = 1
-GEOMETRY_KEYS = ("backend", "scene", "rgb_digest")  # geometry attrs a checkpoint is tied to
 
 
 def feature_field_settings(backend: str, values: dict, dim: int):
@@ -98,7 +98,7 @@ def train_perpixel_field(scene: Scene, geometry: str | os.PathLike, dense: str |
         "method": "perpixel", "backend": backend, "teacher": str(teacher.attrs.get("teacher", "")),
         "text_model": str(teacher.attrs.get("model", "")), "dataset": scene.dataset, "scene": scene.name,
         "dim": s.dim, "out_dim": teacher.dim, "settings": to_dict(s),
-        "geometry": {k: str(cache.attrs.get(k, "")) for k in GEOMETRY_KEYS}, "n_train_views": len(views),
+        "geometry": geometry_identity(cache), "n_train_views": len(views),
         "iterations": report.iterations, "rays_per_step": s.train.rays_per_step,
         "train_seconds": report.seconds, "final_losses": report.last,
     }
@@ -132,13 +132,7 @@ def load_field(state: dict, cache: GeometryCache) -> PerPixelField:
 
 def check_pairing(cfg: dict, cache: GeometryCache, scene: Scene, checkpoint, geometry) -> None:
     """The checkpoint must come from this scene and this very geometry cache."""
-    if (cfg["dataset"], cfg["scene"]) != (scene.dataset, scene.name):
-        raise MaskfieldError(f"per-pixel checkpoint {checkpoint} was trained on {cfg['dataset']}/{cfg['scene']}, "
-                             f"not {scene.dataset}/{scene.name}; rerun the `perpixel_field` rule for this scene.")
-    here = {k: str(cache.attrs.get(k, "")) for k in GEOMETRY_KEYS}
-    if here != cfg["geometry"]:
-        raise MaskfieldError(f"per-pixel checkpoint {checkpoint} was trained on another geometry cache than {geometry}; "
-                             f"rerun the `perpixel_field` rule (after the `geometry` rule).")
+    check_checkpoint_pairing(cfg, cache, scene, checkpoint, geometry, "per-pixel", "perpixel_field")
 
 
 def render_perpixel(scene: Scene, geometry: str | os.PathLike, checkpoint: str | os.PathLike, out: str | os.PathLike,

@@ -23,8 +23,8 @@ from maskfield.io.h5 import open_h5
 from maskfield.io.masks import MaskSet, read_masks, write_embeddings, write_masks
 from maskfield.settings import parse_settings, to_dict
 from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
-from maskfield.teachers.clip import ClipSettings, load_open_clip, pool_masks, view_features
-from maskfield.teachers.featup import load_jbu_stack
+from maskfield.teachers.clip import ClipSettings, pool_masks, view_features
+from maskfield.teachers.featup import load_clip_with_upsampler
 from maskfield.teachers.sam import SamSettings, load_sam, make_generator, sam_view_masks
 from maskfield.teachers.simulated import (
     SimulatedEmbedSettings, SimulatedMaskSettings, class_vocabulary, resize_nearest,
@@ -123,18 +123,12 @@ def clip_embeddings(scene: Scene, masks_path, out, s: ClipSettings) -> Path:
     ms = masks_for_scene(scene, masks_path)
     seed_everything(s.seed)
     device = pick_device(s.device)
-    jbu = load_jbu_stack(s.featup_checkpoint, device) if s.featup_checkpoint else None
-    model, _ = load_open_clip(s.arch, s.quick_gelu, s.checkpoint, device)
-    dim = int(model.visual.proj.shape[1])
-    if jbu is not None and jbu.dim != dim:
-        raise MaskfieldError(
-            f"FeatUp checkpoint {s.featup_checkpoint} upsamples {jbu.dim}-d features but CLIP {s.arch} gives {dim}-d ones; "
-            f"set teachers.clip.featup_checkpoint to the JBU checkpoint FeatUp trained for this backbone (maskclip).")
+    model, jbu = load_clip_with_upsampler(s, device)
 
     def per_view(v: int, masks: np.ndarray) -> np.ndarray:
         return pool_masks(view_features(model.visual, scene.images[v], s, device, jbu), masks, s.upsample)
 
-    emb = embed_views(ms, per_view, dim, "clip+featup" if jbu is not None else "clip")
+    emb = embed_views(ms, per_view, int(model.visual.proj.shape[1]), "clip+featup" if jbu is not None else "clip")
     teacher = f"clip:{s.arch}" + ("+featup-jbu" if jbu is not None else "")
     return write_embeddings(out, emb, masks_path, model=s.model_id(), teacher=teacher, settings=to_dict(s))
 

@@ -226,3 +226,19 @@ def load_jbu_stack(checkpoint: str, device: torch.device = torch.device("cpu")) 
         raise MaskfieldError(f"FeatUp checkpoint {path} does not fit FeatUp's JBU stack ({detail}); {WHERE_TO_GET}.") from exc
     log.info("loaded FeatUp JBU stack (%d-d features) from %s", stack.dim, path)
     return stack.to(device).eval()
+
+
+def load_clip_with_upsampler(s, device):
+    """The CLIP model of `s` (a `ClipSettings`) and, when `s.featup_checkpoint` names one, the
+    FeatUp JBU stack that upsamples its tokens (else None); refuses a stack trained for another
+    feature size."""
+    from maskfield.teachers.clip import load_open_clip
+
+    jbu = load_jbu_stack(s.featup_checkpoint, device) if s.featup_checkpoint else None
+    model, _ = load_open_clip(s.arch, s.quick_gelu, s.checkpoint, device)
+    dim = int(model.visual.proj.shape[1])
+    if jbu is not None and jbu.dim != dim:
+        raise MaskfieldError(
+            f"FeatUp checkpoint {s.featup_checkpoint} upsamples {jbu.dim}-d features but CLIP {s.arch} gives {dim}-d ones; "
+            f"set teachers.clip.featup_checkpoint to the JBU checkpoint FeatUp trained for this backbone (maskclip).")
+    return model, jbu
