@@ -31,6 +31,23 @@ def test_ids_round_trip_without_positions(tmp_path):
         assert f["ids"].dtype == np.int32 and f.attrs["format_version"] == FORMAT_VERSION == 2
 
 
+def test_primitive_centres_round_trip_and_must_match_the_ids(tmp_path):
+    cache = ids_cache()
+    cache.id_centres = torch.randn(40, 3)
+    back = read_geometry(write_geometry(tmp_path / "g.h5", cache))
+    torch.testing.assert_close(back.id_centres, cache.id_centres)
+    assert read_geometry(write_geometry(tmp_path / "none.h5", ids_cache())).id_centres is None
+    cache.id_centres = torch.randn(39, 3)
+    with pytest.raises(ValueError, match="one centre per primitive"):
+        write_geometry(tmp_path / "bad.h5", cache)
+    assert not (tmp_path / "bad.h5").exists()
+    with h5py.File(tmp_path / "g.h5", "a") as f:
+        del f["id_centres"]
+        f["id_centres"] = np.zeros((12, 3), np.float32)
+    with pytest.raises(MaskfieldError, match="inconsistent"):
+        read_geometry(tmp_path / "g.h5")
+
+
 def test_a_format_1_cache_still_reads(tmp_path):
     """Written as format 1 did: positions, no ids, no id_count."""
     P, K = 12, 4

@@ -25,7 +25,9 @@ class FeatureBackend(Protocol):
     """What distillation asks of a 3D backend: render D-dim features for these pixels.
 
     `view` indexes the backend's own cache (geometry cache for NeRF, camera list for 3DGS).
-    Implementations are `nn.Module`s whose parameters are the trainable feature field.
+    Implementations are `nn.Module`s whose parameters are the trainable feature field. A
+    backend may also define `regularization() -> dict[str, Tensor]`, weighted loss terms of its
+    own that training adds to every step (the 3DGS features' neighbour smoothness).
     """
 
     dim: int
@@ -37,6 +39,13 @@ class FeatureBackend(Protocol):
     def render(self, view: int, pixels: torch.Tensor | None = None) -> torch.Tensor:
         """[n, dim] features of `pixels` ([n] row-major indices; None: all h*w, row-major)."""
         ...
+
+
+def backend_regularization(backend) -> dict[str, torch.Tensor]:
+    """The backend's own weighted loss terms for this step (its optional `regularization()`;
+    e.g. the 3DGS features' neighbour smoothness), empty when it has none."""
+    regularization = getattr(backend, "regularization", None)
+    return regularization() if regularization is not None else {}
 
 
 @dataclass

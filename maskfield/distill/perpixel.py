@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from maskfield.distill.mask_field import backend_regularization
 from maskfield.errors import MaskfieldError
 from maskfield.io.dense import DenseFeatures
 
@@ -294,6 +295,8 @@ def train_perpixel(model: PerPixelField, targets: DenseTargets, views: list[int]
             target, valid = targets.sample(scene_views[i], pixels, shapes[i])
             pred = model(views[i], pixels)
             total = total + perpixel_loss(pred, target.to(pred.device), valid.to(pred.device), loss) / plan.k
+        for term in backend_regularization(model.backend).values():
+            total = total + term
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from maskfield.distill.losses import LossSettings, criterion, exclusivity_loss, factored_criterion
-from maskfield.distill.mask_field import MaskField
+from maskfield.distill.mask_field import MaskField, backend_regularization
 from maskfield.distill.matching import MatcherSettings, match
 from maskfield.errors import MaskfieldError
 
@@ -217,11 +217,15 @@ def train_mask_field(model: MaskField, views: list[ViewTargets], settings: Train
         sub = strided_pixels(*shape, s.match_stride, rng)[0] if s.supervision == "render" else None
         total, losses, n_matched = train_step(model, vt, pixels, shape, matcher, loss, s.supervision, sub,
                                               exclusive=it >= exclusive_from)
+        terms = backend_regularization(model.backend)
+        for v in terms.values():
+            total = total + v
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
         sched.step()
-        for k, v in {**losses.items(), "matched": n_matched, "total": float(total.detach())}.items():
+        logged = {**losses.items(), **{k: float(v.detach()) for k, v in terms.items()}}
+        for k, v in {**logged, "matched": n_matched, "total": float(total.detach())}.items():
             window[k] = window.get(k, 0.0) + v
         if (it + 1) % s.log_every == 0 or it + 1 == s.iterations:
             n = (it % s.log_every) + 1

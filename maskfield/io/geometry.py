@@ -12,6 +12,8 @@ composites them with these weights. Layout (ragged over views, flat over pixels)
     ids (P, K) int32             the Gaussian of each entry (-1: none), an index into the RGB
                                  checkpoint's Gaussians; written by backends with one feature per
                                  primitive (3DGS), attr id_count = the number of Gaussians
+    id_centres (id_count, 3) float32  the centre of each primitive the ids index, in world
+                                 coordinates (3DGS; what neighbourhood terms over primitives read)
     weights (P, K) float32       compositing weights (top-K per pixel; the rest pruned)
     depth (P,) float32           expected z-depth of the full field (for checks)
     attrs: backend, format_version, samples_per_pixel, rgb_digest, scene, settings (JSON)
@@ -55,6 +57,7 @@ class GeometryCache:
     attrs: dict = field(default_factory=dict)
     ids: torch.Tensor | None = None  # [P, K] int64 (stored int32), -1 where no primitive
     id_count: int = 0  # number of primitives the ids index (with ids)
+    id_centres: torch.Tensor | None = None  # [id_count, 3] float32 primitive centres (with ids; optional)
 
     @property
     def samples_per_pixel(self) -> int:
@@ -117,6 +120,10 @@ def write_geometry(path: str | os.PathLike, cache: GeometryCache) -> Path:
             if cache.ids is not None:
                 create_checked(f, "ids", data=cache.ids.detach().cpu().numpy().astype(np.int32, copy=False))
                 f.attrs["id_count"] = int(cache.id_count)
+            if cache.id_centres is not None:
+                if cache.ids is None or tuple(cache.id_centres.shape) != (cache.id_count, 3):
+                    raise ValueError("id_centres needs ids and one centre per primitive: [id_count, 3]")
+                create_checked(f, "id_centres", data=cache.id_centres.detach().cpu().numpy().astype(np.float32, copy=False))
             create_checked(f, "weights", data=cache.weights.detach().cpu().numpy().astype(np.float32, copy=False))
             create_checked(f, "depth", data=cache.depth.detach().cpu().numpy().astype(np.float32, copy=False))
             f.attrs["format_version"] = FORMAT_VERSION
@@ -141,7 +148,8 @@ def _cache(path, f: h5py.File, load) -> GeometryCache:
     index = {n: f[n][()] for n in INDEX_DATASETS}
     P = f["weights"].shape[0]
     if (index["pixel_offsets"][-1] != P or f["depth"].shape[0] != P
-            or any(f[n].shape[:2] != f["weights"].shape for n in optional)):
+            or any(f[n].shape[:2] != f["weights"].shape for n in optional)
+            or ("id_centres" in f and f["id_centres"].shape != (int(f.attrs.get("id_count", -1)), 3))):
         raise MaskfieldError(f"geometry cache {path} is inconsistent; delete it and rerun the `geometry` rule.")
     return GeometryCache(
         index["view_index"].astype(np.int64), index["split"].astype(np.int8),
@@ -150,6 +158,7 @@ def _cache(path, f: h5py.File, load) -> GeometryCache:
         load(f["positions"], np.float32) if "positions" in f else None,
         load(f["weights"], np.float32), load(f["depth"], np.float32), read_attrs(f),
         ids=load(f["ids"], np.int64) if "ids" in f else None, id_count=int(f.attrs.get("id_count", 0)),
+        id_centres=torch.from_numpy(f["id_centres"][()].astype(np.float32)) if "id_centres" in f else None,
     )
 
 

@@ -42,7 +42,10 @@ CHECKPOINT_VERSION = 1
 def feature_field_settings(backend: str, values: dict, dim: int):
     """The backend's feature-field settings (the type of its mask settings' `feature_field`) at `dim`."""
     cls = typing.get_type_hints(get_backend(backend).mask_settings)["feature_field"]
-    return from_dict(cls, {**values, "dim": dim}, where="fields: perpixel: feature_field")
+    # the 3DGS features' neighbour smoothness is ours for the mask field; the per-pixel baseline
+    # (Feature 3DGS) trains free per-Gaussian features unless its own settings ask for it
+    defaults = {"smoothness": 0.0} if "smoothness" in {f.name for f in dataclasses.fields(cls)} else {}
+    return from_dict(cls, {**defaults, **values, "dim": dim}, where="fields: perpixel: feature_field")
 
 
 def build_field(cache: GeometryCache, s: PerPixelSettings, out_dim: int, backend: str) -> PerPixelField:

@@ -9,12 +9,27 @@ which is what rasterising the features through the frozen Gaussians gives, minus
 the Gaussians beyond the top K, and costs a gather instead of a rasterisation (16-d, per view:
 0.07 s vs 0.38 s). This is Feature 3DGS's setting with MaskField's 16-d mask features instead of
 distilled CLIP features. The features are trained at `train.lr_grid` (`grid_parameters`).
+
+Neighbour smoothness (ours, `smoothness` > 0; 0 is the paper's free per-Gaussian features): a
+term that turns each Gaussian's feature toward those of its nearest Gaussians (by centre),
+
+    R = mean over sampled i, j in kNN(i) of (1 - cos(f_i, f_j))
+
+It compares directions only: a feature's norm sets how sharp its masks are (mask logits are dot
+products with the query tokens), and a squared difference would shrink the norms along with the
+noise, which blurs every mask (query mIoU on the synthetic table fell 84.6 -> 78.3 at weight 1).
+
+Free features follow each training view's teacher masks pixel by pixel, noise included, and
+Gaussians that no training pixel weights much keep their random initialisation; both show in
+held-out views. The term makes a feature a property of a neighbourhood, as a grid-based field's
+is (comparison in docs/gaussians.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,10 +47,35 @@ class GaussianFeatureSettings:
     """D_m, the mask-feature size of each Gaussian (paper: 16 for 3DGS too)."""
     init_std: float = 0.1
     """Standard deviation of the features' random initialisation."""
+    smoothness: float = 1.0
+    """Weight of the neighbour smoothness term (ours; 0: the paper's free per-Gaussian features)."""
+    neighbours: int = 8
+    """k of the smoothness term's k nearest Gaussians (by centre)."""
+    smoothness_batch: int = 2048
+    """Gaussians drawn per step for the smoothness term (0: all of them; the full term costs
+    more than the rest of a CPU step on 20k Gaussians, an unbiased sample of it does not)."""
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.init_std < 0:
             raise ValueError("dim must be >= 1 and init_std >= 0")
+        if self.smoothness < 0 or self.neighbours < 1 or self.smoothness_batch < 0:
+            raise ValueError("smoothness must be >= 0, neighbours >= 1 and smoothness_batch >= 0")
+
+
+def nearest_neighbours(centres: torch.Tensor, k: int) -> torch.Tensor:
+    """[N, min(k, N - 1)] int64: each point's k nearest other points (scipy's k-d tree)."""
+    from scipy.spatial import cKDTree
+
+    k = min(k, len(centres) - 1)
+    if k < 1:
+        return torch.zeros(len(centres), 0, dtype=torch.long)
+    points = centres.detach().cpu().double().numpy()
+    _, idx = cKDTree(points).query(points, k + 1)
+    # the query returns the point itself first, except among duplicates: drop self, keep k others
+    idx = np.asarray(idx).reshape(len(points), k + 1)
+    own = idx == np.arange(len(points))[:, None]
+    own[:, -1] |= ~own.any(axis=1)  # no self found among k + 1 duplicates: drop the last
+    return torch.from_numpy(idx[~own].reshape(len(points), k)).long()
 
 
 class GaussianFeatureField(nn.Module):
@@ -51,6 +91,35 @@ class GaussianFeatureField(nn.Module):
         self.dim = s.dim
         self.features = nn.Parameter(torch.randn(cache.id_count, s.dim) * s.init_std)  # [N, D_m]
         self._views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._neighbours: torch.Tensor | None = None  # [N, k], built on first use (training only)
+
+    def neighbours(self) -> torch.Tensor:
+        """[N, k] the nearest Gaussians of each Gaussian (from the cache's centres), on the features' device."""
+        if self._neighbours is None or self._neighbours.device != self.features.device:
+            if self.cache.id_centres is None:
+                raise MaskfieldError(
+                    "the geometry cache holds no Gaussian centres, which feature_field.smoothness needs; "
+                    "rerun the `geometry` rule with this maskfield (or set feature_field: {smoothness: 0}).")
+            self._neighbours = nearest_neighbours(self.cache.id_centres, self.settings.neighbours).to(self.features.device)
+        return self._neighbours
+
+    def regularization(self) -> dict[str, torch.Tensor]:
+        """Weighted extra loss terms of one training step: {"smooth": smoothness * R} (see the
+        module docstring), R over `smoothness_batch` Gaussians drawn with torch's global RNG."""
+        s = self.settings
+        if s.smoothness <= 0:
+            return {}
+        nb = self.neighbours()
+        n = len(nb)
+        if n == 0 or nb.shape[1] == 0:
+            return {}
+        f = self.features
+        if 0 < s.smoothness_batch < n:
+            i = torch.randint(n, (s.smoothness_batch,)).to(f.device)
+            own, others = f[i], f[nb[i]]
+        else:
+            own, others = f, f[nb]
+        return {"smooth": s.smoothness * (1 - F.cosine_similarity(own[:, None, :], others, dim=-1)).mean()}
 
     def grid_parameters(self) -> list[nn.Parameter]:
         """The per-Gaussian features (trained at `train.lr_grid`, like a grid's cells)."""
