@@ -2,9 +2,14 @@
 
     .venv/bin/python scripts/bench_perpixel.py [--pixels 1024 4096 16384 65536] [--dims 3 8 16 32 64 128 256 512]
         [--samples 1 16] [--dim-pixels 4096] [--max-samples 262144] [--steps 5] [--threads 1] [--out docs/perpixel_bench] [--device auto]
+        [--backend nerf|gaussians] [--gaussians 200000]
 
-Both methods train through the same NeRF-backend feature field (`NerfFeatureField`, the
-config's tri-plane and MLP) on the same frozen samples of the same view, with their own
+Both methods train through the same feature field of one backend on the same frozen samples of
+the same view: `--backend nerf` (default), the NeRF backend's `NerfFeatureField` (the config's
+tri-plane and MLP, whose work does not depend on D); `--backend gaussians`, the 3DGS backend's
+`GaussianFeatureField` (one learned D-dim feature per Gaussian, `--gaussians` of them, each
+pixel's K frozen samples K Gaussians drawn at random; the mask field with the default neighbour
+smoothness, the per-pixel field without, as the pipeline trains them). Each method has its own
 training step: the mask field's (`maskfield.distill.train.train_step`: N_K = 240 queries,
 matching at every second pixel, focal + dice + semantic + extra + exclusivity losses) and the
 per-pixel one (`maskfield.distill.perpixel`: decoded features, cosine to the teacher), each
@@ -36,9 +41,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from maskfield.backends.gaussians.feature_field import GaussianFeatureField, GaussianFeatureSettings  # noqa: E402
 from maskfield.backends.nerf.feature_field import FeatureFieldSettings, NerfFeatureField  # noqa: E402
 from maskfield.distill.losses import LossSettings  # noqa: E402
-from maskfield.distill.mask_field import HeadSettings, MaskField, QueryHeads  # noqa: E402
+from maskfield.distill.mask_field import HeadSettings, MaskField, QueryHeads, backend_regularization  # noqa: E402
 from maskfield.distill.matching import MatcherSettings  # noqa: E402
 from maskfield.distill.perpixel import DenseTargets, PerPixelField, perpixel_loss  # noqa: E402
 from maskfield.distill.train import ViewTargets, strided_pixels, train_step  # noqa: E402
@@ -50,15 +56,26 @@ TEACHER_DIM = 512
 N_MASKS = 48  # teacher masks of the view (the synthetic room: 30-60 per view)
 
 
+BACKEND = {"name": "nerf", "gaussians": 200000}  # set by main(): which feature field the steps train
+
+
 def one_view_cache(n_pixels: int, k: int) -> GeometryCache:
     """A cache of one train view with n_pixels pixels (as square as possible) and k samples of
-    weight 1/k per pixel, spread along z around a wavy surface inside the box."""
+    weight 1/k per pixel: for the NeRF backend spread along z around a wavy surface inside the
+    box; for the 3DGS backend k random Gaussians of BACKEND["gaussians"] (centres in the box)."""
     h = int(math.sqrt(n_pixels))
     while n_pixels % h:
         h -= 1
     w = n_pixels // h
     y, x = torch.meshgrid(torch.linspace(-0.9, 0.9, h), torch.linspace(-0.9, 0.9, w), indexing="ij")
     surface = torch.stack([x, y, 0.3 * torch.sin(3 * x) * torch.cos(2 * y)], -1).reshape(-1, 1, 3)
+    if BACKEND["name"] == "gaussians":
+        n = BACKEND["gaussians"]
+        gen = torch.Generator().manual_seed(0)
+        return GeometryCache(np.array([0]), np.array([0], np.int8), np.array([h]), np.array([w]), np.array([0, h * w]),
+                             None, torch.full((h * w, k), 1.0 / k), torch.ones(h * w), {"backend": "gaussians"},
+                             ids=torch.randint(n, (h * w, k), generator=gen), id_count=n,
+                             id_centres=torch.rand(n, 3, generator=gen) * 2 - 1)
     offsets = torch.zeros(1, k, 3)
     offsets[0, :, 2] = torch.linspace(-0.02, 0.02, k) if k > 1 else 0.0
     return GeometryCache(np.array([0]), np.array([0], np.int8), np.array([h]), np.array([w]), np.array([0, h * w]),
@@ -76,14 +93,18 @@ def teacher_masks(h: int, w: int, rng: np.random.Generator) -> tuple[torch.Tenso
     return torch.from_numpy(np.stack(masks)).float(), emb
 
 
-def feature_field(cache: GeometryCache, dim: int) -> NerfFeatureField:
+def feature_field(cache: GeometryCache, dim: int, method: str):
+    """The backend's feature field at D = dim, with the settings the pipeline gives `method`."""
+    if BACKEND["name"] == "gaussians":
+        settings = GaussianFeatureSettings(dim=dim) if method == "mask" else GaussianFeatureSettings(dim=dim, smoothness=0.0)
+        return GaussianFeatureField(cache, settings)
     return NerfFeatureField(cache, FeatureFieldSettings(dim=dim))
 
 
 def mask_step(cache: GeometryCache, dim: int, device) -> callable:
     """A closure running one mask-field training step (the stage's defaults and config losses)."""
     rng = np.random.default_rng(0)
-    model = MaskField(feature_field(cache, dim), QueryHeads(dim, TEACHER_DIM, HeadSettings())).to(device)
+    model = MaskField(feature_field(cache, dim, "mask"), QueryHeads(dim, TEACHER_DIM, HeadSettings())).to(device)
     masks, emb = teacher_masks(*cache.shape(0), rng)
     vt = ViewTargets(0, masks.to(device), emb.to(device))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
@@ -92,6 +113,8 @@ def mask_step(cache: GeometryCache, dim: int, device) -> callable:
     def step() -> None:
         sub = strided_pixels(*cache.shape(0), 2, rng)[0]  # train.match_stride 2 (default)
         total, _, _ = train_step(model, vt, None, cache.shape(0), matcher, loss, "render", sub, exclusive=True)
+        for term in backend_regularization(model.backend).values():
+            total = total + term
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -101,7 +124,7 @@ def mask_step(cache: GeometryCache, dim: int, device) -> callable:
 
 def perpixel_step(cache: GeometryCache, dim: int, device) -> callable:
     """A closure running one per-pixel training step over every pixel of the view."""
-    model = PerPixelField(feature_field(cache, dim), TEACHER_DIM).to(device)
+    model = PerPixelField(feature_field(cache, dim, "perpixel"), TEACHER_DIM).to(device)
     grid = torch.nn.functional.normalize(torch.randn(1, 14, 14, TEACHER_DIM), dim=-1).half().numpy()
     dense = DenseTargets(DenseFeatures("grid", np.array([0]), *cache.shape(0), grids=grid), device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
@@ -141,7 +164,8 @@ def sweep(configs: list[tuple[str, int, int, int]], steps: int, device) -> list[
     rows = []
     for method, n, k, dim in configs:
         sec, mib = measure(makers[method], n, k, dim, steps, device)
-        rows.append({"method": method, "pixels": n, "samples": k, "dim": dim, "seconds_per_step": sec, "peak_mib": mib})
+        rows.append({"backend": BACKEND["name"], "method": method, "pixels": n, "samples": k, "dim": dim,
+                     "seconds_per_step": sec, "peak_mib": mib})
         print(f"  {method:8s} pixels {n:6d} K {k:2d} D {dim:3d}: {1000 * sec:8.1f} ms/step, peak {mib:8.1f} MiB", flush=True)
     return rows
 
@@ -198,12 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", default="docs/perpixel_bench", help="writes <out>.csv and <out>.png")
+    p.add_argument("--backend", choices=("nerf", "gaussians"), default="nerf", help="whose feature field both methods train")
+    p.add_argument("--gaussians", type=int, default=200000, help="--backend gaussians: the number of Gaussians")
     args = p.parse_args(argv)
+    BACKEND.update(name=args.backend, gaussians=args.gaussians)
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     torch.manual_seed(0)
-    print(f"device {device}, {torch.get_num_threads()} thread(s), {args.steps} timed steps per configuration", flush=True)
+    what = "nerf" if args.backend == "nerf" else f"gaussians ({args.gaussians} Gaussians)"
+    print(f"backend {what}, device {device}, {torch.get_num_threads()} thread(s), {args.steps} timed steps per "
+          "configuration", flush=True)
     fits = [(n, k) for k in args.samples for n in args.pixels if n * k <= args.max_samples]
     skipped = [(n, k) for k in args.samples for n in args.pixels if n * k > args.max_samples]
     if skipped:

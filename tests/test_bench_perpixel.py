@@ -34,3 +34,25 @@ def test_the_benchmark_measures_both_methods_at_every_size(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| 1 | 64 | 16 / 512 |" in out and "skipped (pixels, K) over --max-samples 512: [(256, 4)]" in out
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(df["backend"]) == {"nerf"}
+
+
+def test_the_gaussians_backend_trains_one_feature_per_gaussian(tmp_path, capsys):
+    """--backend gaussians: both steps train the 3DGS backend's per-Gaussian features."""
+    spec = importlib.util.spec_from_file_location("bench_perpixel", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    made = []
+    field = bench.feature_field
+    bench.feature_field = lambda cache, dim, method: made.append((method, dim, cache.id_count)) or field(cache, dim, method)
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--backend", "gaussians", "--gaussians", "2000", "--pixels", "256", "--dims", "16",
+                           "--dim-pixels", "256", "--samples", "4", "--steps", "1", "--device", "cpu",
+                           "--out", str(tmp_path / "g")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    df = pd.read_csv(tmp_path / "g.csv")
+    assert set(df["backend"]) == {"gaussians"} and (df["seconds_per_step"] > 0).all()
+    assert made == [("mask", 16, 2000), ("perpixel", 512, 2000), ("mask", 16, 2000), ("perpixel", 16, 2000)]
+    assert "backend gaussians (2000 Gaussians)" in capsys.readouterr().out
