@@ -15,7 +15,8 @@ from PIL import Image
 from maskfield.data import load_scene
 from maskfield.stages.synthesize import SynthesizeSettings, synthesize
 from maskfield.stages.teachers import mask_size, sam_masks, simulated_masks
-from maskfield.teachers.sam import SamSettings, build_sam_model
+from maskfield.teachers.sam import SamSettings
+from maskfield.teachers.sam_model import build_sam_model
 from maskfield.teachers.simulated import SimulatedMaskSettings
 from test_teachers_sam import OPEN, TINY_ARCH
 

@@ -13,7 +13,8 @@ from teacher_scene import tiny_scene
 from maskfield.errors import MaskfieldError
 from maskfield.stages.teachers import sam_masks
 from maskfield.teachers.mask_nms import MaskNmsSettings, mask_nms
-from maskfield.teachers.sam import SamSettings, build_sam_model, guess_sam_type
+from maskfield.teachers.sam import SamSettings, guess_sam_type
+from maskfield.teachers.sam_model import build_sam_model
 
 # A SAM small enough for CPU tests, assembled by the real builder from explicit numbers.
 TINY_ARCH = dict(

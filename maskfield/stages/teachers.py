@@ -25,7 +25,7 @@ from maskfield.settings import parse_settings, to_dict
 from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
 from maskfield.teachers.clip import ClipSettings, pool_masks, view_features
 from maskfield.teachers.featup import load_clip_with_upsampler
-from maskfield.teachers.sam import SamSettings, load_sam, make_generator, sam_view_masks
+from maskfield.teachers.sam import SamSettings, load_sam, sam_view_masks
 from maskfield.teachers.simulated import (
     SimulatedEmbedSettings, SimulatedMaskSettings, class_vocabulary, resize_nearest,
     simulate_view_embeddings, simulate_view_masks,
@@ -72,6 +72,8 @@ def collect_masks(scene: Scene, out, per_view: Callable[[int], ViewMasks], teach
 def sam_masks(scene: Scene, out, s: SamSettings) -> Path:
     """masks.h5 from SAM's automatic mask generator (levels s/m/l, mask NMS per level), SAM
     seeing the native images shrunk by `s.downscale`."""
+    from maskfield.teachers.sam_model import make_generator  # segment_anything: only when SAM runs
+
     seed_everything(s.seed)
     gen = make_generator(load_sam(s, pick_device(s.device)), s)
     size = mask_size(scene, s.downscale)
