@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from maskfield.backends.gaussians.feature_field import GaussianFeatureField, GaussianFeatureSettings  # noqa: E402
 from maskfield.backends.nerf.feature_field import FeatureFieldSettings, NerfFeatureField  # noqa: E402
+from maskfield.backends.registry import get_backend  # noqa: E402
 from maskfield.distill.losses import LossSettings  # noqa: E402
 from maskfield.distill.mask_field import HeadSettings, MaskField, QueryHeads, backend_regularization  # noqa: E402
 from maskfield.distill.matching import MatcherSettings  # noqa: E402
@@ -51,6 +52,7 @@ from maskfield.distill.train import ViewTargets, strided_pixels, train_step  # n
 from maskfield.evaluate.cost import PeakMemory  # noqa: E402
 from maskfield.io.dense import DenseFeatures  # noqa: E402
 from maskfield.io.geometry import GeometryCache  # noqa: E402
+from maskfield.stages.perpixel import feature_field_settings  # noqa: E402
 
 TEACHER_DIM = 512
 N_MASKS = 48  # teacher masks of the view (the synthetic room: 30-60 per view)
@@ -95,9 +97,11 @@ def teacher_masks(h: int, w: int, rng: np.random.Generator) -> tuple[torch.Tenso
 
 def feature_field(cache: GeometryCache, dim: int, method: str):
     """The backend's feature field at D = dim, with the settings the pipeline gives `method`."""
-    if BACKEND["name"] == "gaussians":
-        settings = GaussianFeatureSettings(dim=dim) if method == "mask" else GaussianFeatureSettings(dim=dim, smoothness=0.0)
-        return GaussianFeatureField(cache, settings)
+    name = BACKEND["name"]
+    if method == "perpixel":  # the per-pixel stage's own defaults (free features on the Gaussians)
+        return get_backend(name).feature_field(cache, feature_field_settings(name, {}, dim))
+    if name == "gaussians":
+        return GaussianFeatureField(cache, GaussianFeatureSettings(dim=dim))
     return NerfFeatureField(cache, FeatureFieldSettings(dim=dim))
 
 

@@ -110,10 +110,9 @@ class GaussianFeatureField(nn.Module):
         if s.smoothness <= 0:
             return {}
         nb = self.neighbours()
-        n = len(nb)
-        if n == 0 or nb.shape[1] == 0:
+        if nb.numel() == 0:  # fewer than two Gaussians: no neighbours
             return {}
-        f = self.features
+        f, n = self.features, len(nb)
         if 0 < s.smoothness_batch < n:
             i = torch.randint(n, (s.smoothness_batch,)).to(f.device)
             own, others = f[i], f[nb[i]]
