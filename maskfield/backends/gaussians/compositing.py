@@ -55,9 +55,16 @@ def _expand(count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return owner, torch.arange(len(owner), device=owner.device) - first
 
 
-def box_pixels(proj: Projection, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Column of `pack` [M], pixel [M] (int64) and pixel centre [2, M] of every pixel inside a
-    Gaussian's box, the Gaussians by increasing depth, each Gaussian's pixels row-major."""
+def box_pixels(proj: Projection, opacities: torch.Tensor, width: int,
+               height: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Column of `pack` [M], pixel [M] (int64) and pixel centre [2, M] of the candidate pixels of
+    every Gaussian, the Gaussians by increasing depth, each Gaussian's pixels row-major.
+
+    The candidates of a row of a Gaussian's box are the columns where its ellipse
+    sigma <= log(255 opacity) crosses that row, widened by a pixel each side and with a small
+    slack on the level (so rounding can never drop a pixel the alpha test would keep): a superset
+    of the pairs that pass `intersect`'s test, in the same order, and about 60% of the box (the
+    box's corners and a rotated ellipse's empty sides never reach the test)."""
     C, N = proj.depths.shape
     flat = torch.nonzero((proj.radii > 0).all(-1).reshape(-1), as_tuple=True)[0]
     flat = flat[torch.argsort(proj.depths.detach().reshape(-1).index_select(0, flat), stable=True)]
@@ -65,16 +72,30 @@ def box_pixels(proj: Projection, width: int, height: int) -> tuple[torch.Tensor,
     r = proj.radii.reshape(-1, 2).index_select(0, flat).to(centre.dtype)
     lo = torch.ceil(centre - r).clamp_min(0).long()
     hi = torch.minimum(torch.floor(centre + r).long(), torch.tensor([width - 1, height - 1], device=lo.device))
-    cols, rows = (hi - lo + 1).clamp_min(0).unbind(1)
-    # two expansions (Gaussian -> its box rows -> their pixels) instead of a division per pixel
-    gau, row_rank = _expand(rows)
+    rows = (hi[:, 1] - lo[:, 1] + 1).clamp_min(0)
+    gau, row_rank = _expand(rows)  # one slot per (Gaussian, box row)
     row = lo[:, 1].index_select(0, gau) + row_rank
-    row_start = ((flat // N).index_select(0, gau) * height + row) * width + lo[:, 0].index_select(0, gau)
-    seg, col_rank = _expand(cols.index_select(0, gau))
-    pixel = row_start.index_select(0, seg) + col_rank
-    xy = torch.stack([(lo[:, 0].index_select(0, gau).index_select(0, seg) + col_rank),
-                      row.index_select(0, seg)]).to(centre.dtype) + 0.5
-    return flat.index_select(0, gau.index_select(0, seg)), pixel, xy
+    # the row's span of sigma = a dx^2 / 2 + b dx dy + c dy^2 / 2 <= level, dx = centre_x - column
+    a, b, c = proj.conics.detach().reshape(-1, 3).index_select(0, flat).double().unbind(1)
+    level = torch.log(opacities.detach().double().index_select(0, flat % N) / ALPHA_THRESHOLD)
+    level = level + 1e-3 * (1.0 + level.abs())
+    ra, rb, rc = a.index_select(0, gau), b.index_select(0, gau), c.index_select(0, gau)
+    dy = centre[:, 1].double().index_select(0, gau) - row
+    disc = 2.0 * ra * level.index_select(0, gau) - (ra * rc - rb * rb) * dy * dy
+    half = torch.sqrt(disc.clamp_min(0.0)) / ra
+    mid = centre[:, 0].double().index_select(0, gau) + rb * dy / ra
+    first = torch.maximum(torch.ceil(mid - half).long() - 1, lo[:, 0].index_select(0, gau))
+    last = torch.minimum(torch.floor(mid + half).long() + 1, hi[:, 0].index_select(0, gau))
+    cols = torch.where(disc >= 0, last - first + 1, 0).clamp_min(0)
+    # per candidate: a slot's value repeated over its columns, plus the candidate's global rank
+    # (one pass per output; the slot's own start is subtracted from the value beforehand)
+    before = torch.cumsum(cols, 0) - cols
+    rank = torch.arange(int(before[-1] + cols[-1]) if len(cols) else 0, device=cols.device)
+    row_start = ((flat // N).index_select(0, gau) * height + row) * width + first
+    pixel = torch.repeat_interleave(row_start - before, cols) + rank
+    column = torch.repeat_interleave(first - before, cols) + rank
+    xy = torch.stack([column, torch.repeat_interleave(row, cols)]).to(centre.dtype) + 0.5
+    return torch.repeat_interleave(flat.index_select(0, gau), cols), pixel, xy
 
 
 def _sigma(g: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
@@ -89,13 +110,16 @@ def intersect(proj: Projection, opacities: torch.Tensor, width: int, height: int
         opacities: [N] in [0, 1].
     """
     C = proj.depths.shape[0]
-    index, pixel, xy = box_pixels(proj, width, height)
+    index, pixel, xy = box_pixels(proj, opacities, width, height)
     g = pack(proj, opacities).detach().index_select(1, index)
     dx, dy = g[0] - xy[0], g[1] - xy[1]
     sigma = _sigma(g, dx, dy)
     keep = torch.nonzero((sigma >= 0) & (g[5] * torch.exp(-sigma) >= ALPHA_THRESHOLD), as_tuple=True)[0]
-    keep = keep.index_select(0, torch.argsort(pixel.index_select(0, keep).int(), stable=True))  # depth order kept
-    return Pairs(index.index_select(0, keep), pixel.index_select(0, keep), xy.index_select(1, keep), C * height * width)
+    pixel, order = torch.sort(pixel.index_select(0, keep).int(), stable=True)  # depth order kept
+    keep, pixel = keep.index_select(0, order), pixel.long()
+    # the centres from the sorted pixels: sequential arithmetic, cheaper than a third scattered gather
+    centre = torch.stack([pixel % width, pixel // width % height]).to(xy.dtype) + 0.5
+    return Pairs(index.index_select(0, keep), pixel, centre, C * height * width)
 
 
 def segment_starts(pixel: torch.Tensor) -> torch.Tensor:

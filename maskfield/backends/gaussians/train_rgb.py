@@ -128,7 +128,7 @@ def make_optimizers(params: nn.ParameterDict, lr: LearningRates, scale: float) -
     """One Adam per parameter (gsplat's strategies edit them one by one), 3DGS's eps."""
     rates = {"means": lr.means * scale, "scales": lr.scales, "quats": lr.quats, "opacities": lr.opacities,
              "sh0": lr.sh0, "shN": lr.shN}
-    return {k: torch.optim.Adam([p], lr=rates[k], eps=1e-15) for k, p in params.items()}
+    return {k: torch.optim.Adam([p], lr=rates[k], eps=1e-15, fused=True) for k, p in params.items()}
 
 
 def psnr(mse: float) -> float:

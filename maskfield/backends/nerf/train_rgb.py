@@ -185,7 +185,7 @@ def make_optimizer(field: RadianceField, s: TrainRGBSettings,
     groups = [(density, s.lr_density or s.lr_grid), ([p for p in grids if not any(p is q for q in density)], s.lr_grid),
               (nets, s.lr_net)]
     opt = torch.optim.Adam([{"params": ps, "lr": lr * gamma**start} for ps, lr in groups if ps],
-                           betas=(0.9, 0.99), eps=1e-15)
+                           betas=(0.9, 0.99), eps=1e-15, fused=True)
     return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
 
 
