@@ -33,14 +33,21 @@ def workflow_command(target: str, cores: int, extra: list[str] | tuple[str, ...]
         # from AVX2 ones: pinned, the demo trains the same weights on every x86 machine.
         env.setdefault("ATEN_CPU_CAPABILITY", "avx2")
     cmd = [str(bin_dir / "snakemake"), "--cores", str(cores), "--scheduler", "greedy", target, *extra]
+    return cmd + cpu_thread_flags(), env
+
+
+def cpu_thread_flags() -> list[str]:
+    """Snakemake flags that give the GPU rules one thread each on a machine without CUDA.
+
+    There the GPU rules are CPU jobs, and on few cores one single-threaded job per core finishes
+    sooner than one multi-threaded job at a time (the rules ask for 4 threads, which Snakemake
+    caps at --cores: on 2 cores every GPU-rule job would run alone; small tensors scale poorly
+    with threads)."""
     import torch
 
-    if not torch.cuda.is_available():
-        # On a CPU-only machine the GPU rules are CPU jobs, and on few cores one single-threaded
-        # job per core finishes sooner than one multi-threaded job at a time (small tensors
-        # scale poorly with threads).
-        cmd += ["--set-threads", *(f"{rule}=1" for rule in GPU_RULES)]
-    return cmd, env
+    if torch.cuda.is_available():
+        return []
+    return ["--set-threads", *(f"{rule}=1" for rule in GPU_RULES)]
 
 
 def write_report(env: dict[str, str]) -> bool:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from maskfield.demo import cpu_thread_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny_config.yaml"
 TARGET = "results/tables/synthetic.csv"
@@ -30,7 +32,7 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.
     cmd = [
         str(bin_dir / "snakemake"), "--snakefile", str(workdir / "src" / "workflow" / "Snakefile"),
         "--directory", str(workdir), "--cores", "2", "--scheduler", "greedy",
-        "--workflow-profile", str(ROOT / "profiles" / "default"), *args,
+        "--workflow-profile", str(ROOT / "profiles" / "default"), *args, *cpu_thread_flags(),
     ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
