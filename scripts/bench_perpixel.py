@@ -204,7 +204,8 @@ def plot(df, path: Path) -> None:
                 ax.plot(m[x], m[y], marker="o", linestyle="-" if method == "mask" else "--",
                         label=f"{names[(method, sweep_name)]}, K = {k}")
             ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
+            if (g[y] > 0).all():  # tiny configurations can measure 0 MiB, which a log axis cannot show
+                ax.set_yscale("log")
             ax.set_xlabel("pixels per step" if x == "pixels" else f"feature size D ({int(g.pixels.iloc[0])} pixels per step)")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3, which="both")
