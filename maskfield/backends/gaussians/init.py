@@ -37,11 +37,12 @@ class InitSettings:
     source: str = "auto"
     """"auto" (the layout's own: Replica depth maps, LERF-Mask COLMAP points3D, otherwise the NeRF
     surface), "depth", "points3d" or "nerf"."""
-    max_gaussians: int = 20000
+    max_gaussians: int = 10000
     """At most this many initial Gaussians (a seeded random subset of the points). 3DGS starts
     from every COLMAP point (1e4-1e5) and densifies to millions over 30k GPU steps; on CPU the
-    rasterizer's cost grows with the Gaussians' pixel footprint, and 20k from depth maps reach
-    31.9 dB on the synthetic room within two minutes."""
+    rasterizer's cost grows with the number of Gaussians. With the frozen geometry, fewer
+    Gaussians also means more training pixels per mask feature: on the synthetic desk 10000
+    segment better than 20000 or 40000, for ~1 dB of test PSNR (docs/gaussians.md)."""
     neighbours: int = 3
     """Initial standard deviation: RMS distance to this many nearest points (3DGS: 3)."""
     scale_factor: float = 0.5

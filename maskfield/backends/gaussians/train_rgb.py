@@ -78,8 +78,8 @@ class GaussianRGBSettings:
 
     iterations: int = 600
     """Optimisation steps, one training view each (3DGS 30000). 600 on CPU: the demo's room
-    (60 views of 160x120, 20000 Gaussians from depth, one thread) reaches 33.7 dB test PSNR in
-    about 100 CPU seconds; 1000 steps give 34.9 dB for 180."""
+    (60 views of 160x120, 10000 Gaussians from depth, one thread) reaches 32.4 dB test PSNR in
+    about 75 CPU seconds."""
     lr: LearningRates = field(default_factory=LearningRates)
     ssim_weight: float = 0.2
     """Weight of 1 - SSIM in the loss (3DGS 0.2; 0: L1 only)."""
