@@ -4,15 +4,15 @@ side-by-side run of both methods on a tiny scene."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from test_distill_toy import toy_scene
 from test_perpixel import text, toy_segmentation_scene
 
-from maskfield.evaluate.cost import PeakMemory
 from maskfield.evaluate.paper_tables import feature_dim_table, limited_views_table, perpixel_vs_mask_table
 from maskfield.evaluate.protocols import InferenceSettings
 from maskfield.evaluate.tables import LONG_COLUMNS
@@ -67,15 +67,28 @@ def test_paper_table_writes_the_csv_and_the_figure(tmp_path):
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+PEAK_OF_32_MIB = """
+import torch
+from maskfield.evaluate.cost import PeakMemory
+with PeakMemory("cpu") as before:
+    pass
+with PeakMemory("cpu") as peak:
+    x = torch.ones(32 * 2**20 // 4)  # 32 MiB, touched
+    del x
+print(before.mib, peak.mib)
+"""
+
+
 def test_peak_memory_counts_what_a_block_allocates():
-    with PeakMemory("cpu") as before:
-        pass
-    with PeakMemory("cpu") as peak:
-        x = torch.ones(32 * 2**20 // 4)  # 32 MiB, touched
-        del x
-    if np.isnan(peak.mib):
+    """In a fresh process, as the efficiency job measures: the CPU peak is the process's resident
+    high-water mark, and in a test worker that has run for minutes the kernel may reclaim the
+    worker's cold pages while the block runs, which hides the block's own growth (seen once as 0)."""
+    done = subprocess.run([sys.executable, "-c", PEAK_OF_32_MIB], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, peak = map(float, done.stdout.split()[-2:])
+    if np.isnan(peak):
         pytest.skip("no /proc/self on this platform")
-    assert 30 <= peak.mib - before.mib <= 40, (before.mib, peak.mib)
+    assert 30 <= peak - before <= 40, (before, peak)
 
 
 def test_efficiency_trains_and_measures_both_methods_side_by_side(tmp_path):
