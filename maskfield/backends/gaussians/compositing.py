@@ -79,9 +79,10 @@ def box_pixels(proj: Projection, opacities: torch.Tensor, width: int,
     a, b, c = proj.conics.detach().reshape(-1, 3).index_select(0, flat).double().unbind(1)
     level = torch.log(opacities.detach().double().index_select(0, flat % N) / ALPHA_THRESHOLD)
     level = level + 1e-3 * (1.0 + level.abs())
-    ra, rb, rc = a.index_select(0, gau), b.index_select(0, gau), c.index_select(0, gau)
+    reach, det = 2.0 * a * level, a * c - b * b  # per Gaussian; a row's span depends on dy only
+    ra, rb = a.index_select(0, gau), b.index_select(0, gau)
     dy = centre[:, 1].double().index_select(0, gau) - row
-    disc = 2.0 * ra * level.index_select(0, gau) - (ra * rc - rb * rb) * dy * dy
+    disc = reach.index_select(0, gau) - det.index_select(0, gau) * dy * dy
     half = torch.sqrt(disc.clamp_min(0.0)) / ra
     mid = centre[:, 0].double().index_select(0, gau) + rb * dy / ra
     first = torch.maximum(torch.ceil(mid - half).long() - 1, lo[:, 0].index_select(0, gau))
@@ -89,8 +90,9 @@ def box_pixels(proj: Projection, opacities: torch.Tensor, width: int,
     cols = torch.where(disc >= 0, last - first + 1, 0).clamp_min(0)
     # per candidate: a slot's value repeated over its columns, plus the candidate's global rank
     # (one pass per output; the slot's own start is subtracted from the value beforehand)
-    before = torch.cumsum(cols, 0) - cols
-    rank = torch.arange(int(before[-1] + cols[-1]) if len(cols) else 0, device=cols.device)
+    end = torch.cumsum(cols, 0)
+    before = end - cols
+    rank = torch.arange(int(end[-1]) if len(end) else 0, device=cols.device)
     row_start = ((flat // N).index_select(0, gau) * height + row) * width + first
     pixel = torch.repeat_interleave(row_start - before, cols) + rank
     column = torch.repeat_interleave(first - before, cols) + rank
