@@ -120,6 +120,29 @@ def test_peak_memory_leaves_out_the_pages_of_mapped_files(tmp_path):
     assert peak < 4, peak
 
 
+PEAK_OF_REUSED_HEAP = """
+import numpy as np
+from maskfield.evaluate.cost import PeakMemory
+blocks = [np.ones(8192) for _ in range(1024)]  # 64 KiB each (under glibc's mmap threshold): 64 MiB of heap
+keep = np.ones(8192)  # allocated above them, so the heap cannot shrink past them when they are freed
+del blocks
+with PeakMemory("cpu") as peak:
+    again = [np.ones(8192) for _ in range(1024)]
+print(peak.mib)
+"""
+
+
+def test_peak_memory_counts_heap_that_earlier_work_freed():
+    """Memory freed before the block stays resident in glibc's heap; the block reusing it must
+    still read as the 64 MiB it holds, not as nothing."""
+    done = subprocess.run([sys.executable, "-c", PEAK_OF_REUSED_HEAP], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak = float(done.stdout.split()[-1])
+    if np.isnan(peak):
+        pytest.skip("no /proc/self on this platform")
+    assert 60 <= peak <= 72, peak
+
+
 def test_efficiency_trains_and_measures_both_methods_side_by_side(tmp_path):
     toy = toy_scene()
     scene = toy_segmentation_scene(toy)
