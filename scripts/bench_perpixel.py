@@ -21,7 +21,8 @@ Sweeps, for each number of frozen samples per pixel K (`--samples`; the config's
 median` keeps 1, the official top-K weights 16): pixels per step (a view of that many pixels,
 rendered whole by both) at mask-level D_m = 16 vs per-pixel D = 512; then the feature size D
 (both methods at D) at `--dim-pixels` pixels (4096). Configurations over `--max-samples` samples are skipped.
-Per configuration: the median seconds of `--steps` steps after two warm-up steps, and the peak
+Per configuration: the median seconds of `--steps` steps after two warm-up steps, and (once every
+configuration is timed, in a repeat of the same steps) the peak
 memory those steps add above the memory held before them (`maskfield.evaluate.cost.PeakMemory`:
 activations, gradients, the optimiser's temporaries; the parameters, the optimiser state and the
 teacher data are held before and not counted). Prints a markdown table; writes <out>.csv and <out>.png.
@@ -144,33 +145,49 @@ def perpixel_step(cache: GeometryCache, dim: int, device) -> callable:
     return step
 
 
-def measure(make, n_pixels: int, k: int, dim: int, steps: int, device) -> tuple[float, float]:
-    """(median seconds per step, peak MiB the timed steps add) of one configuration."""
+def seconds_per_step(make, n_pixels: int, k: int, dim: int, steps: int, device) -> float:
+    """Median seconds of `steps` steps of one configuration, after two warm-up steps."""
     step = make(one_view_cache(n_pixels, k), dim, device)
     for _ in range(2):
         step()
     times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_of_steps(make, n_pixels: int, k: int, dim: int, steps: int, device) -> float:
+    """Peak MiB that `steps` steps of one configuration add, after two warm-up steps. Measuring
+    changes how the process allocates (`PeakMemory`): call it only once every timing is done."""
+    step = make(one_view_cache(n_pixels, k), dim, device)
+    for _ in range(2):
+        step()
     with PeakMemory(device) as peak:
         for _ in range(steps):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
             step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), peak.mib
+    return peak.mib
 
 
 def sweep(configs: list[tuple[str, int, int, int]], steps: int, device) -> list[dict]:
-    """Rows of (method, pixels, samples per pixel, D) configurations."""
+    """Rows of (method, pixels, samples per pixel, D) configurations: every configuration timed
+    first, then each one's memory measured."""
     makers = {"mask": mask_step, "perpixel": perpixel_step}
     rows = []
     for method, n, k, dim in configs:
-        sec, mib = measure(makers[method], n, k, dim, steps, device)
+        sec = seconds_per_step(makers[method], n, k, dim, steps, device)
         rows.append({"backend": BACKEND["name"], "method": method, "pixels": n, "samples": k, "dim": dim,
-                     "seconds_per_step": sec, "peak_mib": mib})
-        print(f"  {method:8s} pixels {n:6d} K {k:2d} D {dim:3d}: {1000 * sec:8.1f} ms/step, peak {mib:8.1f} MiB", flush=True)
+                     "seconds_per_step": sec})
+        print(f"  {method:8s} pixels {n:6d} K {k:2d} D {dim:3d}: {1000 * sec:8.1f} ms/step", flush=True)
+    for row in rows:
+        row["peak_mib"] = peak_of_steps(makers[row["method"]], row["pixels"], row["samples"], row["dim"], steps, device)
+        print(f"  {row['method']:8s} pixels {row['pixels']:6d} K {row['samples']:2d} D {row['dim']:3d}: "
+              f"peak {row['peak_mib']:8.1f} MiB", flush=True)
     return rows
 
 
@@ -242,11 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     skipped = [(n, k) for k in args.samples for n in args.pixels if n * k > args.max_samples]
     if skipped:
         print(f"skipped (pixels, K) over --max-samples {args.max_samples}: {skipped}")
-    rows = [dict(r, sweep="pixels") for r in sweep([(m, n, k, 16 if m == "mask" else TEACHER_DIM) for n, k in fits
-                                                    for m in ("mask", "perpixel")], args.steps, device)]
-    rows += [dict(r, sweep="dim") for r in sweep([(m, args.dim_pixels, k, d) for k in args.samples for d in args.dims
-                                                  for m in ("mask", "perpixel")], args.steps, device)]
-    df = pd.DataFrame(rows)
+    pixels = [(m, n, k, 16 if m == "mask" else TEACHER_DIM) for n, k in fits for m in ("mask", "perpixel")]
+    dims = [(m, args.dim_pixels, k, d) for k in args.samples for d in args.dims for m in ("mask", "perpixel")]
+    rows = sweep(pixels + dims, args.steps, device)  # one sweep: every timing before any memory measurement
+    df = pd.DataFrame(rows).assign(sweep=["pixels"] * len(pixels) + ["dim"] * len(dims))
     print(markdown(df))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -166,3 +166,33 @@ def test_efficiency_trains_and_measures_both_methods_side_by_side(tmp_path):
     assert (df["inference_seconds_per_prompt"] > 0).all() and df["miou"].between(0, 1).all()
     assert df["teacher_cache_mib"].iloc[1] == pytest.approx((tmp_path / "dense.h5").stat().st_size / 2**20)
     assert not list(tmp_path.glob("efficiency-*"))  # the runs' own files are gone
+    assert (df["peak_memory_mib"] >= 0).all()
+
+
+def test_efficiency_measures_memory_only_after_both_timings(tmp_path, monkeypatch):
+    """Measuring memory makes the process allocate differently and slower, so both timed trainings
+    come first and the memory is read in shorter repeats afterwards."""
+    import maskfield.stages.efficiency as eff
+
+    events = []
+    real_mask, real_pp, real_peak = eff.train_mask, eff.train_perpixel_field, eff.PeakMemory
+
+    def spy(name, real):
+        def train(*args, **kwargs):
+            settings = args[5] if name == "mask" else args[4]
+            events.append((name, settings.train.iterations))
+            return real(*args, **kwargs)
+        return train
+
+    class Peak(real_peak):
+        def __enter__(self):
+            events.append(("measure memory", None))
+            return super().__enter__()
+
+    monkeypatch.setattr(eff, "train_mask", spy("mask", real_mask))
+    monkeypatch.setattr(eff, "train_perpixel_field", spy("perpixel", real_pp))
+    monkeypatch.setattr(eff, "PeakMemory", Peak)
+    monkeypatch.setattr(eff, "MEMORY_ITERATIONS", 2)
+    test_efficiency_trains_and_measures_both_methods_side_by_side(tmp_path)
+    assert events == [("mask", 4), ("perpixel", 4), ("measure memory", None), ("mask", 2),
+                      ("measure memory", None), ("perpixel", 2)]

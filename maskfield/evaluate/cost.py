@@ -5,16 +5,21 @@ process's resident-set high-water mark (VmHWM, reset at entry through /proc/self
 above the resident size at entry, less what the file-backed part of the resident set grew by
 meanwhile. Two corrections keep that to the block's own allocations:
 - glibc keeps freed heap memory resident and reuses it, which would hide the block's allocations
-  behind memory that earlier work freed (a second measurement's behind the first's); at entry
-  `PeakMemory` has glibc hand its free pages back to the system (`malloc_trim(0)`), so that the
-  block starts from what is really live. (It does not change how the block allocates: serving
-  every large allocation by mmap instead, as an earlier version did, made the mask field's
-  training 2.3x slower and the timings measured beside the memory meaningless.)
+  behind memory that earlier work freed (a second measurement's behind the first's), and it keeps
+  what the block frees, so that the high-water mark counts the heap's growth rather than what
+  was live at once (a Gaussians per-pixel training read 1072 MiB that way, 184 MiB without). At
+  entry `PeakMemory` therefore hands glibc's free pages back to the system (`malloc_trim(0)`) and
+  from then on has every allocation of 128 KiB or more served by mmap (returned when freed);
 - the resident set also counts the pages of mapped files, such as a shared library's code the
   first time the block runs it (in the efficiency job ~20 MiB of file-backed pages appear during
   the first method's training, none during the second's): not memory the work allocates, so
   their growth (RssFile + RssShmem, exit minus entry) is subtracted. A file mapped and unmapped
   again inside the block still counts.
+
+The mmap setting stays for the rest of the process and slows work down (a mask field's
+training 2.3x): **time nothing inside a `PeakMemory` block or after one in the same process.**
+Measure the time first, then the memory in a shorter repeat (`maskfield efficiency` and
+scripts/bench_perpixel.py do so).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger("maskfield")
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD = 128 * 1024
 _PROC = Path("/proc/self")
 
 
@@ -44,11 +51,13 @@ def _file_backed_kib() -> int:
     return (_status_kib("RssFile") or 0) + (_status_kib("RssShmem") or 0)
 
 
-def _release_free_heap() -> bool:
-    """Return glibc's free heap pages to the system (`malloc_trim`); False where that is not possible."""
+def _heap_for_measuring() -> bool:
+    """Return glibc's free heap pages to the system and serve large allocations by mmap from now
+    on; False where that is not possible (not glibc)."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        return True
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     except (OSError, AttributeError):
         return False
 
@@ -79,7 +88,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-        elif _release_free_heap() and _reset_high_water_mark():
+        elif _heap_for_measuring() and _reset_high_water_mark():
             self._base = _status_kib("VmRSS") or 0
             self._file_base = _file_backed_kib()
         else:
