@@ -170,29 +170,35 @@ def test_efficiency_trains_and_measures_both_methods_side_by_side(tmp_path):
 
 
 def test_efficiency_measures_memory_only_after_both_timings(tmp_path, monkeypatch):
-    """Measuring memory makes the process allocate differently and slower, so both timed trainings
-    come first and the memory is read in shorter repeats afterwards."""
+    """Measuring memory makes a process allocate differently and slower, so both timed trainings
+    come first, and each memory reading is a shorter repeat in a process of its own."""
     import maskfield.stages.efficiency as eff
 
     events = []
-    real_mask, real_pp, real_peak = eff.train_mask, eff.train_perpixel_field, eff.PeakMemory
+    real_mask, real_pp, real_peak = eff.train_mask, eff.train_perpixel_field, eff.peak_memory
 
     def spy(name, real):
         def train(*args, **kwargs):
-            settings = args[5] if name == "mask" else args[4]
-            events.append((name, settings.train.iterations))
+            events.append(name)
             return real(*args, **kwargs)
         return train
 
-    class Peak(real_peak):
-        def __enter__(self):
-            events.append(("measure memory", None))
-            return super().__enter__()
+    def peak(method, *args):
+        events.append(f"memory of {method}")
+        return real_peak(method, *args)
 
-    monkeypatch.setattr(eff, "train_mask", spy("mask", real_mask))
-    monkeypatch.setattr(eff, "train_perpixel_field", spy("perpixel", real_pp))
-    monkeypatch.setattr(eff, "PeakMemory", Peak)
-    monkeypatch.setattr(eff, "MEMORY_ITERATIONS", 2)
+    monkeypatch.setattr(eff, "train_mask", spy("time mask", real_mask))
+    monkeypatch.setattr(eff, "train_perpixel_field", spy("time perpixel", real_pp))
+    monkeypatch.setattr(eff, "peak_memory", peak)
     test_efficiency_trains_and_measures_both_methods_side_by_side(tmp_path)
-    assert events == [("mask", 4), ("perpixel", 4), ("measure memory", None), ("mask", 2),
-                      ("measure memory", None), ("perpixel", 2)]
+    assert events == ["time mask", "time perpixel", "memory of maskfield", "memory of perpixel"]
+
+
+def test_the_memory_repeat_trains_the_given_number_of_steps(tmp_path, monkeypatch):
+    import maskfield.stages.efficiency as eff
+
+    seen = []
+    monkeypatch.setattr(eff, "train_mask", lambda *args, **kwargs: seen.append(args[5].train.iterations))
+    files = Inputs(*(tmp_path / name for name in ("geometry.h5", "masks.h5", "emb.h5", "dense.h5", "text.h5")))
+    mib = eff.training_peak("maskfield", None, files, NerfMaskSettings(), "nerf", tmp_path / "m.pt", 7)
+    assert seen == [7] and mib >= 0

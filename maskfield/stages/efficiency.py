@@ -10,7 +10,9 @@ trained into a temporary folder. Per method: the training loop's time and steps,
 test view, inference time per (test view, prompt), the teacher cache on disk, and the method's
 scores; then, once both are timed, the peak memory of the whole training call (teacher data,
 field, optimiser, steps; `maskfield.evaluate.cost`) in a repeat of it with `MEMORY_ITERATIONS`
-steps, because measuring memory changes how the process allocates and slows it down. Nothing
+steps, each in a fresh process: measuring memory changes how a process allocates and slows it
+down, and what earlier work left in a process's heap would blur the reading (the Gaussians'
+per-pixel repeat read 810 MiB after both timed runs, 204 MiB in a process of its own). Nothing
 else should run meanwhile (the rule asks for every core).
 """
 
@@ -111,12 +113,29 @@ def measure(scene, method: str, train: Callable[[], Path], render_fn: Callable[[
     return row
 
 
-def peak_memory(method: str, train: Callable[[], Path], device) -> float:
-    """MiB the training call `train` adds at its peak; after every timing of the process."""
-    with PeakMemory(device) as peak:
-        train()
-    log.info("efficiency %s: peak %.0f MiB over a %d-step training call", method, peak.mib, MEMORY_ITERATIONS)
+def training_peak(method: str, scene, files: Inputs, settings, backend: str, out: Path, iterations: int) -> float:
+    """MiB an `iterations`-step training call of `method` adds at its peak (run it in a process of
+    its own: `peak_memory`)."""
+    import torch._dynamo  # noqa: F401  (imported by Adam's constructor: ~100 MiB that are not the method's)
+
+    s = fewer_steps(settings, iterations)
+    with PeakMemory(pick_device(s.device)) as peak:
+        if method == "maskfield":
+            train_mask(scene, files.geometry, files.masks, files.embeddings, out, s, backend, progress=False)
+        else:
+            train_perpixel_field(scene, files.geometry, files.dense, out, s, backend, progress=False)
     return peak.mib
+
+
+def peak_memory(method: str, scene, files: Inputs, settings, backend: str, out: Path) -> float:
+    """`training_peak` in a fresh Python process (spawned: nothing of this one's heap, threads or
+    allocator settings carries over)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        mib = pool.apply(training_peak, (method, scene, files, settings, backend, out, MEMORY_ITERATIONS))
+    log.info("efficiency %s: peak %.0f MiB over a %d-step training call", method, mib, MEMORY_ITERATIONS)
+    return mib
 
 
 def fewer_steps(settings, iterations: int):
@@ -161,13 +180,9 @@ def efficiency(scene, files: Inputs, mask_settings, perpixel_settings: PerPixelS
     with tempfile.TemporaryDirectory(prefix="efficiency-", dir=Path(out).parent if Path(out).parent.is_dir() else None) as d:
         rows = [mask_row(scene, files, mask_settings, backend, Path(d), text, inference),
                 perpixel_row(scene, files, perpixel_settings, backend, Path(d), text, inference)]
-        short_mask, short_pp = fewer_steps(mask_settings, MEMORY_ITERATIONS), fewer_steps(perpixel_settings, MEMORY_ITERATIONS)
-        rows[0]["peak_memory_mib"] = peak_memory("maskfield", lambda: train_mask(
-            scene, files.geometry, files.masks, files.embeddings, Path(d) / "memory.pt", short_mask, backend,
-            progress=False), pick_device(mask_settings.device))
-        rows[1]["peak_memory_mib"] = peak_memory("perpixel", lambda: train_perpixel_field(
-            scene, files.geometry, files.dense, Path(d) / "memory-perpixel.pt", short_pp, backend, progress=False),
-            pick_device(perpixel_settings.device))
+        rows[0]["peak_memory_mib"] = peak_memory("maskfield", scene, files, mask_settings, backend, Path(d) / "memory.pt")
+        rows[1]["peak_memory_mib"] = peak_memory("perpixel", scene, files, perpixel_settings, backend,
+                                                 Path(d) / "memory-perpixel.pt")
     df = pd.DataFrame(rows).assign(dataset=scene.dataset, scene=scene.name, backend=backend)
     df["seconds_per_iteration"] = df["train_seconds"] / df["iterations"]
     with atomic_path(out) as tmp:
