@@ -56,7 +56,8 @@ COLUMNS = ["dataset", "scene", "method", "backend", "teacher", "dim", "iteration
 
 MEMORY_ITERATIONS = 100
 """Steps of the training repeat whose peak memory is measured: a step's memory does not grow
-with the step count, and 100 steps visit every training view of the synthetic scenes once."""
+with the step count, and 100 mask-field steps visit every training view of the synthetic scenes
+(at most 54) at least once."""
 
 
 @dataclass
@@ -105,7 +106,8 @@ def measure(scene, method: str, train: Callable[[], Path], render_fn: Callable[[
     renders = read_renders(render_fn(ckpt), "render")
     per_view = (time.perf_counter() - start) / max(len(renders.views), 1)
     scores = evaluate_renders(scene, renders, s, text).set_index("metric")["value"]
-    row = {"method": method, "train_call_seconds": call, "render_seconds_per_view": per_view, "inference_seconds_per_prompt": inference_seconds(scene, renders, text, s),
+    row = {"method": method, "train_call_seconds": call, "render_seconds_per_view": per_view,
+           "inference_seconds_per_prompt": inference_seconds(scene, renders, text, s),
            "teacher": str(renders.attrs.get("teacher", "")), "ckpt": ckpt}
     row.update({m: float(scores[m]) if m in scores else math.nan for m in ("miou", "acc", "mbiou")})
     log.info("efficiency %s: training call %.1f s, render %.2f s/view, inference %.4f s/prompt",
