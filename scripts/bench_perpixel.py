@@ -145,11 +145,17 @@ def perpixel_step(cache: GeometryCache, dim: int, device) -> callable:
     return step
 
 
-def seconds_per_step(make, n_pixels: int, k: int, dim: int, steps: int, device) -> float:
-    """Median seconds of `steps` steps of one configuration, after two warm-up steps."""
+def warmed_step(make, n_pixels: int, k: int, dim: int, device) -> callable:
+    """The training step of one configuration, after two warm-up steps."""
     step = make(one_view_cache(n_pixels, k), dim, device)
     for _ in range(2):
         step()
+    return step
+
+
+def seconds_per_step(make, n_pixels: int, k: int, dim: int, steps: int, device) -> float:
+    """Median seconds of `steps` steps of one configuration, after two warm-up steps."""
+    step = warmed_step(make, n_pixels, k, dim, device)
     times = []
     for _ in range(steps):
         if device.type == "cuda":
@@ -165,9 +171,7 @@ def seconds_per_step(make, n_pixels: int, k: int, dim: int, steps: int, device) 
 def peak_of_steps(make, n_pixels: int, k: int, dim: int, steps: int, device) -> float:
     """Peak MiB that `steps` steps of one configuration add, after two warm-up steps. Measuring
     changes how the process allocates (`PeakMemory`): call it only once every timing is done."""
-    step = make(one_view_cache(n_pixels, k), dim, device)
-    for _ in range(2):
-        step()
+    step = warmed_step(make, n_pixels, k, dim, device)
     with PeakMemory(device) as peak:
         for _ in range(steps):
             step()

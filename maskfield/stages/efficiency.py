@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import multiprocessing
 import os
 import tempfile
 import time
@@ -115,6 +116,13 @@ def measure(scene, method: str, train: Callable[[], Path], render_fn: Callable[[
     return row
 
 
+def train_method(method: str, scene, files: Inputs, settings, backend: str, out: Path) -> Path:
+    """Train `method` ("maskfield" or "perpixel") on its teacher with `settings`; its checkpoint."""
+    if method == "maskfield":
+        return train_mask(scene, files.geometry, files.masks, files.embeddings, out, settings, backend, progress=False)
+    return train_perpixel_field(scene, files.geometry, files.dense, out, settings, backend, progress=False)
+
+
 def training_peak(method: str, scene, files: Inputs, settings, backend: str, out: Path, iterations: int) -> float:
     """MiB an `iterations`-step training call of `method` adds at its peak (run it in a process of
     its own: `peak_memory`)."""
@@ -122,18 +130,13 @@ def training_peak(method: str, scene, files: Inputs, settings, backend: str, out
 
     s = fewer_steps(settings, iterations)
     with PeakMemory(pick_device(s.device)) as peak:
-        if method == "maskfield":
-            train_mask(scene, files.geometry, files.masks, files.embeddings, out, s, backend, progress=False)
-        else:
-            train_perpixel_field(scene, files.geometry, files.dense, out, s, backend, progress=False)
+        train_method(method, scene, files, s, backend, out)
     return peak.mib
 
 
 def peak_memory(method: str, scene, files: Inputs, settings, backend: str, out: Path) -> float:
     """`training_peak` in a fresh Python process (spawned: nothing of this one's heap, threads or
     allocator settings carries over)."""
-    import multiprocessing
-
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         mib = pool.apply(training_peak, (method, scene, files, settings, backend, out, MEMORY_ITERATIONS))
     log.info("efficiency %s: peak %.0f MiB over a %d-step training call", method, mib, MEMORY_ITERATIONS)
@@ -149,8 +152,7 @@ def mask_row(scene, files: Inputs, s, backend: str, tmp: Path, text, inference) 
     """The mask field's row: trained with the backend's mask settings `s`; a step renders a whole
     training view (at `train.stride`), its teacher is masks.h5 + embeddings.h5."""
     row = measure(scene, "maskfield",
-                  lambda: train_mask(scene, files.geometry, files.masks, files.embeddings, tmp / "maskfield.pt", s, backend,
-                                     progress=False),
+                  lambda: train_method("maskfield", scene, files, s, backend, tmp / "maskfield.pt"),
                   lambda ckpt: render(scene, files.geometry, ckpt, tmp / "maskfield.h5"), pick_device(s.device), text, inference)
     cfg = load_checkpoint(row.pop("ckpt"), "mask-field checkpoint", "mask_field")["config"]
     cache = read_geometry(files.geometry)
@@ -164,7 +166,7 @@ def mask_row(scene, files: Inputs, s, backend: str, tmp: Path, text, inference) 
 def perpixel_row(scene, files: Inputs, s: PerPixelSettings, backend: str, tmp: Path, text, inference) -> dict:
     """The per-pixel field's row: a step renders `rays_per_step` rays, its teacher is dense-<teacher>.h5."""
     row = measure(scene, "perpixel",
-                  lambda: train_perpixel_field(scene, files.geometry, files.dense, tmp / "perpixel.pt", s, backend, progress=False),
+                  lambda: train_method("perpixel", scene, files, s, backend, tmp / "perpixel.pt"),
                   lambda ckpt: render_perpixel(scene, files.geometry, ckpt, tmp / "perpixel.h5"), pick_device(s.device),
                   text, inference)
     cfg = load_checkpoint(row.pop("ckpt"), "per-pixel checkpoint", "perpixel_field")["config"]
@@ -176,8 +178,8 @@ def efficiency(scene, files: Inputs, mask_settings, perpixel_settings: PerPixelS
                out: str | os.PathLike, backend: str = "nerf") -> Path:
     """Both methods' costs on `scene` through `backend`, one after the other; writes the CSV `out`."""
     text = read_text_features(files.text).require(scene_phrases(scene), files.text)
-    # Adam's constructor imports torch._dynamo (seconds, ~100 MiB): once, here, so that the first
-    # method measured does not pay it in its time and memory
+    # Adam's constructor imports torch._dynamo (seconds): once, here, so that the first method timed
+    # does not pay it (each memory repeat imports it in its own process before measuring)
     import torch._dynamo  # noqa: F401
     with tempfile.TemporaryDirectory(prefix="efficiency-", dir=Path(out).parent if Path(out).parent.is_dir() else None) as d:
         rows = [mask_row(scene, files, mask_settings, backend, Path(d), text, inference),
