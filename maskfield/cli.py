@@ -18,6 +18,7 @@ import threading
 import time
 
 from maskfield.errors import MaskfieldError
+from maskfield.heap import keep_freed_memory
 
 # command name -> "module:function" that adds the subparser and sets `func` on it.
 # Each module owns its flags; the function signature is `register(subparsers) -> None`.
@@ -132,6 +133,7 @@ def take_gpus(n: int | None, command: str) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()  # a training step's large temporaries reused, not page-faulted in anew
     pre = global_args(argv)
     command = pre.command if pre.command in COMMANDS else None
     try:

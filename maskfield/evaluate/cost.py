@@ -9,7 +9,8 @@ meanwhile. Two corrections keep that to the block's own allocations:
   what the block frees, so that the high-water mark counts the heap's growth rather than what
   was live at once (a Gaussians per-pixel training read 1072 MiB that way, 184 MiB without). At
   entry `PeakMemory` therefore hands glibc's free pages back to the system (`malloc_trim(0)`) and
-  from then on has every allocation of 128 KiB or more served by mmap (returned when freed);
+  from then on has every allocation of 128 KiB or more served by mmap (returned when freed),
+  undoing the `maskfield` commands' `keep_freed_memory` (`maskfield.heap`);
 - the resident set also counts the pages of mapped files, such as a shared library's code the
   first time the block runs it (in the efficiency job ~20 MiB of file-backed pages appear during
   the first method's training, none during the second's): not memory the work allocates, so
@@ -24,15 +25,14 @@ scripts/bench_perpixel.py do so).
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from pathlib import Path
 
 import torch
 
+from maskfield.heap import heap_for_measuring
+
 log = logging.getLogger("maskfield")
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-MMAP_THRESHOLD = 128 * 1024
 _PROC = Path("/proc/self")
 
 
@@ -49,17 +49,6 @@ def _status_kib(key: str) -> int | None:
 def _file_backed_kib() -> int:
     """Resident pages of mapped files and shared memory (0 where the kernel does not split VmRSS)."""
     return (_status_kib("RssFile") or 0) + (_status_kib("RssShmem") or 0)
-
-
-def _heap_for_measuring() -> bool:
-    """Return glibc's free heap pages to the system and serve large allocations by mmap from now
-    on; False where that is not possible (not glibc)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim(0)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
 
 
 def _reset_high_water_mark() -> bool:
@@ -88,7 +77,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-        elif _heap_for_measuring() and _reset_high_water_mark():
+        elif heap_for_measuring() and _reset_high_water_mark():
             self._base = _status_kib("VmRSS") or 0
             self._file_base = _file_backed_kib()
         else:
