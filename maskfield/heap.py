@@ -28,9 +28,10 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 MMAP_MAX_DEFAULT = 65536  # glibc's default count of mmapped chunks
-KEPT_FREE_BYTES = 1 << 30
-"""Free heap glibc keeps at the top of the heap before trimming it (1 GiB: a step's temporaries
-at the real datasets' size fit, and a job's memory is returned to the system when it exits)."""
+NEVER_TRIM = -1
+"""M_TRIM_THRESHOLD's "never hand the top of the heap back" (mallopt(3)): any finite threshold
+is a size of temporaries that would be page-faulted in again every step (a 3DGS per-pixel
+gradient at 1M Gaussians is 2 GB). A job's memory goes back to the system when it exits."""
 MEASURING_MMAP_THRESHOLD = 128 * 1024
 
 
@@ -45,13 +46,14 @@ def _libc():
 
 
 def keep_freed_memory() -> bool:
-    """Serve every allocation from the heap and keep up to `KEPT_FREE_BYTES` of freed heap for
-    reuse, so that a training loop's large temporaries are not page-faulted in again every step.
-    False where this is not glibc (nothing changed)."""
+    """Serve every allocation from the heap and keep all freed heap for reuse, so that a training
+    loop's large temporaries are not page-faulted in again every step. The process's peak memory
+    is what it was (what is live at once, plus the heap's fragmentation); what it frees after the
+    peak stays resident until it exits. False where this is not glibc (nothing changed)."""
     libc = _libc()
     if libc is None:
         return False
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES))
+    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
 
 
 def heap_for_measuring() -> bool:
