@@ -48,11 +48,13 @@ COMMANDS: dict[str, str] = {
     "paper-table": "maskfield.stages.paper_tables:register_paper_table",
 }
 
-# Commands whose work is a training loop: they keep freed heap memory for the next step's
-# temporaries (`maskfield.heap.keep_freed_memory`). One-pass stages keep glibc's default, which
-# returns large blocks to the system when freed (kept, the Replica-size simulated SAM masks job
-# peaked at 2.8 GB instead of 2.0 GB, for no gain in time).
-TRAINING_COMMANDS = frozenset({"train-rgb", "train-mask", "train-perpixel", "efficiency"})
+# Commands whose training steps make and free large temporaries every step (the per-pixel
+# field's 512-d features and gradients): they keep freed heap memory for the next step
+# (`maskfield.heap.keep_freed_memory`; docs/architecture.md). The other commands keep glibc's
+# default, which returns large blocks to the system when freed: kept, the Replica-size RGB field
+# peaked at 2.3 GB instead of 1.6 GB and the simulated SAM masks job at 2.8 GB instead of 2.0 GB,
+# for no gain in time.
+KEEP_HEAP_COMMANDS = frozenset({"train-perpixel", "efficiency"})
 
 
 class Terminated(BaseException):
@@ -140,7 +142,7 @@ def take_gpus(n: int | None, command: str) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = global_args(argv)
-    if pre.command in TRAINING_COMMANDS:
+    if pre.command in KEEP_HEAP_COMMANDS:
         keep_freed_memory()  # each step's large temporaries reused, not page-faulted in anew
     command = pre.command if pre.command in COMMANDS else None
     try:

@@ -11,9 +11,9 @@ took 115-135 ms that way and 55-65 ms with the heap kept (`keep_freed_memory`), 
 step 67-83 ms and 54-61 ms, a NeRF RGB step ~12% less; the results are bit-identical (only where
 the memory comes from changes). Torch ships no caching allocator for the CPU that would do this.
 
-The training commands (`maskfield.cli.TRAINING_COMMANDS`) call `keep_freed_memory()` at start;
-one-pass stages keep glibc's default, under which their large blocks go back to the system when
-freed. A process that measures memory calls `heap_for_measuring()` (`PeakMemory` in
+The per-pixel training and the efficiency comparison (`maskfield.cli.KEEP_HEAP_COMMANDS`) call
+`keep_freed_memory()` at start; the other commands keep glibc's default, under which their large
+blocks go back to the system when freed. A process that measures memory calls `heap_for_measuring()` (`PeakMemory` in
 `maskfield.evaluate.cost` does), which undoes it. Both are glibc's `mallopt`; elsewhere (macOS,
 musl) they do nothing and return False.
 """

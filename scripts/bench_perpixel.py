@@ -22,7 +22,7 @@ median` keeps 1, the official top-K weights 16): pixels per step (a view of that
 rendered whole by both) at mask-level D_m = 16 vs per-pixel D = 512; then the feature size D
 (both methods at D) at `--dim-pixels` pixels (4096). Configurations over `--max-samples` samples are skipped.
 Per configuration: the median seconds of `--steps` steps after two warm-up steps (with the heap
-the training commands run with, `maskfield.heap.keep_freed_memory`), and (once every
+`maskfield efficiency` times both methods with, `maskfield.heap.keep_freed_memory`), and (once every
 configuration is timed, in a repeat of the same steps) the peak
 memory those steps add above the memory held before them (`maskfield.evaluate.cost.PeakMemory`:
 activations, gradients, the optimiser's temporaries; the parameters, the optimiser state and the
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gaussians", type=int, default=200000, help="--backend gaussians: the number of Gaussians")
     args = p.parse_args(argv)
     BACKEND.update(name=args.backend, gaussians=args.gaussians)
-    keep_freed_memory()  # the steps timed with the heap the training commands run with
+    keep_freed_memory()  # the steps timed with the heap `maskfield efficiency` times them with
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
