@@ -6,16 +6,16 @@ By default glibc serves every allocation above its mmap threshold (at most 32 Mi
 back to the system once more than the trim threshold is free. A CPU training step allocates and
 frees the same large tensors every step (the per-pixel field's [4096, 512] targets and
 gradients, a 3DGS feature gradient of [Gaussians, D]), so each step page-faults all of them in
-afresh: on the 2-core machines the docs measure on, a 3DGS per-pixel step on the synthetic room
-took 115-135 ms that way and 55-65 ms with the heap kept (`keep_freed_memory`), a NeRF per-pixel
-step 67-83 ms and 54-61 ms, a NeRF RGB step ~12% less; the results are bit-identical (only where
-the memory comes from changes). Torch ships no caching allocator for the CPU that would do this.
+afresh: a 3DGS per-pixel step on the synthetic room (20000 Gaussians, one thread) took 108-135 ms
+that way and 55-76 ms with the heap kept (`keep_freed_memory`), with bit-identical results (only
+where the memory comes from changes; docs/architecture.md has the measurements and the memory it
+costs). Torch ships no caching allocator for the CPU that would do this.
 
 The per-pixel training and the efficiency comparison (`maskfield.cli.KEEP_HEAP_COMMANDS`) call
 `keep_freed_memory()` at start; the other commands keep glibc's default, under which their large
-blocks go back to the system when freed. A process that measures memory calls `heap_for_measuring()` (`PeakMemory` in
-`maskfield.evaluate.cost` does), which undoes it. Both are glibc's `mallopt`; elsewhere (macOS,
-musl) they do nothing and return False.
+blocks go back to the system when freed. A process that measures memory calls
+`heap_for_measuring()` (`PeakMemory` in `maskfield.evaluate.cost` does), which undoes it. Both
+are glibc's `mallopt`; elsewhere (macOS, musl) they do nothing and return False.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ meanwhile. Two corrections keep that to the block's own allocations:
   was live at once (a Gaussians per-pixel training read 1072 MiB that way, 184 MiB without). At
   entry `PeakMemory` therefore hands glibc's free pages back to the system (`malloc_trim(0)`) and
   from then on has every allocation of 128 KiB or more served by mmap (returned when freed),
-  undoing `keep_freed_memory` (`maskfield.cli.KEEP_HEAP_COMMANDS`) (`maskfield.heap`);
+  undoing `maskfield.heap.keep_freed_memory` (which `maskfield.cli.KEEP_HEAP_COMMANDS` call);
 - the resident set also counts the pages of mapped files, such as a shared library's code the
   first time the block runs it (in the efficiency job ~20 MiB of file-backed pages appear during
   the first method's training, none during the second's): not memory the work allocates, so
