@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 
 # Minor page faults of 8 rounds of a training step's pattern: a 3DGS per-pixel gradient of
 # [20000, 512] float32 (40 MiB, over glibc's largest mmap threshold) and two [4096, 512]
-# temporaries, made and freed. Measured after 10 warm-up rounds: glibc's aligned allocations ask
+# temporaries, made and freed. Measured after 30 warm-up rounds: glibc's aligned allocations ask
 # a little more than the block they freed, so the kept heap settles into reuse over a few steps.
 FAULTS_OF_A_LOOP = """
 import resource, sys
@@ -26,7 +26,7 @@ def step():
     x = torch.ones(4096, 512)
     grad[:4096] += x * 2
     del grad, x
-for _ in range(10):
+for _ in range(30):
     step()
 start = faults()
 for _ in range(8):
