@@ -22,11 +22,13 @@ median` keeps 1, the official top-K weights 16): pixels per step (a view of that
 rendered whole by both) at mask-level D_m = 16 vs per-pixel D = 512; then the feature size D
 (both methods at D) at `--dim-pixels` pixels (4096). Configurations over `--max-samples` samples are skipped.
 Per configuration: the median seconds of `--steps` steps after two warm-up steps (with the heap
-`maskfield efficiency` times both methods with, `maskfield.heap.keep_freed_memory`), and (once every
-configuration is timed, in a repeat of the same steps) the peak
-memory those steps add above the memory held before them (`maskfield.evaluate.cost.PeakMemory`:
-activations, gradients, the optimiser's temporaries; the parameters, the optimiser state and the
-teacher data are held before and not counted). Prints a markdown table; writes <out>.csv and <out>.png.
+`maskfield efficiency` times both methods with, `maskfield.heap.keep_freed_memory`), and, once every
+configuration is timed, in a repeat of the same steps (`maskfield.evaluate.cost.PeakMemory`): the
+total peak memory of training, from before the field exists through its two warm-up steps
+(parameters, gradients, the optimiser's state, a step's temporaries; not the teacher data), and
+the step peak, what the timed steps add above the memory held before them (activations, the
+gradient beyond the previous step's, the optimiser's temporaries). Prints a markdown table;
+writes <out>.csv and <out>.png (time and total memory).
 """
 
 from __future__ import annotations
@@ -170,14 +172,18 @@ def seconds_per_step(make, n_pixels: int, k: int, dim: int, steps: int, device) 
     return statistics.median(times)
 
 
-def peak_of_steps(make, n_pixels: int, k: int, dim: int, steps: int, device) -> float:
-    """Peak MiB that `steps` steps of one configuration add, after two warm-up steps. Measuring
-    changes how the process allocates (`PeakMemory`): call it only once every timing is done."""
-    step = warmed_step(make, n_pixels, k, dim, device)
+def peaks_of_training(make, n_pixels: int, k: int, dim: int, steps: int, device) -> tuple[float, float]:
+    """(total, step) peak MiB of one configuration. Total: from before the field exists through
+    its construction and the two warm-up steps (parameters, gradients, the optimiser's state and a
+    step's temporaries: what training it needs). Step: what `steps` further steps add above the
+    memory held before them. Measuring changes how the process allocates (`PeakMemory`): call it
+    only once every timing is done."""
+    with PeakMemory(device) as total:
+        step = warmed_step(make, n_pixels, k, dim, device)
     with PeakMemory(device) as peak:
         for _ in range(steps):
             step()
-    return peak.mib
+    return total.mib, peak.mib
 
 
 def sweep(configs: list[tuple[str, int, int, int]], steps: int, device) -> list[dict]:
@@ -191,22 +197,25 @@ def sweep(configs: list[tuple[str, int, int, int]], steps: int, device) -> list[
                      "seconds_per_step": sec})
         print(f"  {method:8s} pixels {n:6d} K {k:2d} D {dim:3d}: {1000 * sec:8.1f} ms/step", flush=True)
     for row in rows:
-        row["peak_mib"] = peak_of_steps(makers[row["method"]], row["pixels"], row["samples"], row["dim"], steps, device)
+        row["total_peak_mib"], row["peak_mib"] = peaks_of_training(makers[row["method"]], row["pixels"], row["samples"],
+                                                                   row["dim"], steps, device)
         print(f"  {row['method']:8s} pixels {row['pixels']:6d} K {row['samples']:2d} D {row['dim']:3d}: "
-              f"peak {row['peak_mib']:8.1f} MiB", flush=True)
+              f"peak {row['total_peak_mib']:8.1f} MiB in all, {row['peak_mib']:8.1f} MiB a step", flush=True)
     return rows
 
 
 def markdown(df) -> str:
     head = ("| K | pixels per step | D mask / per-pixel | ms/step mask | ms/step per-pixel | speed ratio | "
-            "peak MiB mask | peak MiB per-pixel | memory ratio |")
-    lines = [head, "|" + "---|" * 9]
+            "step MiB mask | step MiB per-pixel | step memory ratio | total MiB mask | total MiB per-pixel | "
+            "total memory ratio |")
+    lines = [head, "|" + "---|" * 12]
     for (sweep_name, k), g in df.groupby(["sweep", "samples"], sort=False):
         for _, pair in g.groupby("pixels" if sweep_name == "pixels" else "dim", sort=False):
             m, p = pair[pair.method == "mask"].iloc[0], pair[pair.method == "perpixel"].iloc[0]
             lines.append(f"| {k} | {int(m.pixels)} | {int(m.dim)} / {int(p.dim)} | {1000 * m.seconds_per_step:.1f} | "
                          f"{1000 * p.seconds_per_step:.1f} | {p.seconds_per_step / m.seconds_per_step:.2f} | {m.peak_mib:.1f} | "
-                         f"{p.peak_mib:.1f} | {p.peak_mib / max(m.peak_mib, 1e-9):.2f} |")
+                         f"{p.peak_mib:.1f} | {p.peak_mib / max(m.peak_mib, 1e-9):.2f} | {m.total_peak_mib:.1f} | "
+                         f"{p.total_peak_mib:.1f} | {p.total_peak_mib / max(m.total_peak_mib, 1e-9):.2f} |")
     return "\n".join(lines)
 
 
@@ -221,7 +230,8 @@ def plot(df, path: Path) -> None:
              ("mask", "dim"): "mask-level", ("perpixel", "dim"): "per-pixel"}
     for row, (sweep_name, x) in enumerate((("pixels", "pixels"), ("dim", "dim"))):
         g = df[df.sweep == sweep_name]
-        for col, (y, label) in enumerate((("seconds_per_step", "s / step"), ("peak_mib", "peak MiB of a step"))):
+        for col, (y, label) in enumerate((("seconds_per_step", "s / step"),
+                                          ("total_peak_mib", "peak MiB of training (field, optimiser, step)"))):
             ax = axes[row, col]
             for (method, k), m in g.groupby(["method", "samples"]):
                 ax.plot(m[x], m[y], marker="o", linestyle="-" if method == "mask" else "--",

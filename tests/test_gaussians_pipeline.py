@@ -200,6 +200,38 @@ def test_smoothness_is_the_mean_cosine_distance_to_the_neighbours(run):
         GaussianFeatureField(cache, GaussianFeatureSettings(smoothness=1.0)).regularization()
 
 
+def test_a_training_render_gathers_the_smoothness_rows_in_the_same_lookup(run):
+    """A training step's render and smoothness term share one lookup of the features: same loss
+    and same gradient as two separate lookups, one zero-filled gradient instead of two."""
+    scene, d, rgb, geometry, _ = run
+    cache = read_geometry(geometry)
+    field = GaussianFeatureField(cache, GaussianFeatureSettings(smoothness=0.7, neighbours=3, smoothness_batch=64))
+    view, pixels = int(cache.train_views()[0]), torch.arange(0, 200, 3)
+    torch.manual_seed(5)
+    with torch.profiler.profile(record_shapes=True) as prof:
+        total = field.render(view, pixels).square().sum() + field.regularization()["smooth"]
+        assert field._smooth_rows is None  # the gathered rows serve one regularization only
+        total.backward()
+    merged = field.features.grad.clone()
+    fills = [e for e in prof.events() if e.name == "aten::fill_" and list(e.input_shapes[0]) == list(field.features.shape)]
+    assert len(fills) == 1
+    # the same step by hand: the same draw (torch's global RNG), separate lookups
+    torch.manual_seed(5)
+    i = torch.randint(cache.id_count, (64,))
+    f, nb = field.features, field.neighbours()
+    ids, w = field._view(view)
+    by_hand = torch.einsum("nk,nkd->nd", w[pixels], f[ids[pixels]]).square().sum()
+    by_hand = by_hand + 0.7 * (1 - torch.nn.functional.cosine_similarity(f[i][:, None], f[nb[i]], dim=-1)).mean()
+    field.features.grad = None
+    by_hand.backward()
+    torch.testing.assert_close(total, by_hand)
+    torch.testing.assert_close(merged, field.features.grad)
+    # evaluation renders gather none
+    field.eval()
+    field.render(view, pixels)
+    assert field._smooth_rows is None
+
+
 def test_ply_export_reads_back_with_the_3dgs_properties(run, tmp_path):
     scene, d, rgb, geometry, ckpt = run
     n = len(load_gaussians(rgb, scene=scene).params["means"])

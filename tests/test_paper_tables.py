@@ -175,7 +175,7 @@ def test_efficiency_measures_memory_only_after_both_timings(tmp_path, monkeypatc
     import maskfield.stages.efficiency as eff
 
     events = []
-    real_mask, real_pp, real_peak = eff.train_mask, eff.train_perpixel_field, eff.peak_memory
+    real_mask, real_pp, real_peak = eff.train_mask, eff.train_perpixel_field, eff.peak_memories
 
     def spy(name, real):
         def train(*args, **kwargs):
@@ -183,15 +183,18 @@ def test_efficiency_measures_memory_only_after_both_timings(tmp_path, monkeypatc
             return real(*args, **kwargs)
         return train
 
-    def peak(method, *args):
-        events.append(f"memory of {method}")
-        return real_peak(method, *args)
+    def peak(runs):
+        events.append(f"memory of {' and '.join(runs)}")
+        peaks = real_peak(runs)
+        events.append(sorted(peaks))
+        return peaks
 
     monkeypatch.setattr(eff, "train_mask", spy("time mask", real_mask))
     monkeypatch.setattr(eff, "train_perpixel_field", spy("time perpixel", real_pp))
-    monkeypatch.setattr(eff, "peak_memory", peak)
+    monkeypatch.setattr(eff, "peak_memories", peak)
     test_efficiency_trains_and_measures_both_methods_side_by_side(tmp_path)
-    assert events == ["time mask", "time perpixel", "memory of maskfield", "memory of perpixel"]
+    # the spawned repeats train in their own processes: their calls do not reach this one's spies
+    assert events == ["time mask", "time perpixel", "memory of maskfield and perpixel", ["maskfield", "perpixel"]]
 
 
 def test_the_memory_repeat_trains_the_given_number_of_steps(tmp_path, monkeypatch):
