@@ -231,7 +231,7 @@ def plot(df, path: Path) -> None:
     for row, (sweep_name, x) in enumerate((("pixels", "pixels"), ("dim", "dim"))):
         g = df[df.sweep == sweep_name]
         for col, (y, label) in enumerate((("seconds_per_step", "s / step"),
-                                          ("total_peak_mib", "peak MiB of training (field, optimiser, step)"))):
+                                          ("total_peak_mib", "peak MiB of training, in all"))):
             ax = axes[row, col]
             for (method, k), m in g.groupby(["method", "samples"]):
                 ax.plot(m[x], m[y], marker="o", linestyle="-" if method == "mask" else "--",
