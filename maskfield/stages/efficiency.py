@@ -10,10 +10,10 @@ trained into a temporary folder. Per method: the training loop's time and steps,
 test view, inference time per (test view, prompt), the teacher cache on disk, and the method's
 scores; then, once both are timed, the peak memory of the whole training call (teacher data,
 field, optimiser, steps; `maskfield.evaluate.cost`) in a repeat of it with `MEMORY_ITERATIONS`
-steps, each in a fresh process (the two at once): measuring memory changes how a process allocates and slows it
-down, and what earlier work left in a process's heap would blur the reading (the Gaussians'
-per-pixel repeat read 810 MiB after both timed runs, 204 MiB in a process of its own). Nothing
-else should run meanwhile (the rule asks for every core).
+steps, each in a fresh process (the two at once): measuring memory changes how a process
+allocates and slows it down, and what earlier work left in a process's heap would blur the
+reading (the Gaussians' per-pixel repeat read 810 MiB after both timed runs, 204 MiB in a
+process of its own). Nothing else should run meanwhile (the rule asks for every core).
 """
 
 from __future__ import annotations
