@@ -178,7 +178,13 @@ class GaussianFeatureField(nn.Module):
         if pixels is not None:
             pixels = pixels.to(ids.device)
             ids, w = ids[pixels], w[pixels]
-        return torch.einsum("nk,nkd->nd", w, self._gather(ids))
+        gathered = self._gather(ids)  # [n, K, D_m]
+        if self.dim < 128:
+            # the same values and gradient as the einsum (bit for bit), whose backward runs as n
+            # batched 1 x 1 by 1 x D_m products: 2.6-3.2x slower for D_m 8-64 on a CPU (4800
+            # pixels, K = 4), as fast at 128-256, faster at 512
+            return (w[..., None] * gathered).sum(1)
+        return torch.einsum("nk,nkd->nd", w, gathered)
 
 
 @dataclass
