@@ -17,8 +17,14 @@ from maskfield.errors import MaskfieldError
 T = TypeVar("T")
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "settings") -> T:
-    """Build dataclass `cls` from a (possibly nested) dict; unknown keys are an error."""
+def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "settings", base: T | None = None) -> T:
+    """Build dataclass `cls` from a (possibly nested) dict; unknown keys are an error.
+
+    Keys the dict leaves out keep their defaults, nested ones included: a nested section is
+    applied on top of the default its parent declares (`field(default_factory=...)`), so
+    `{"train": {"iterations": 2000}}` keeps a backend's own `train` defaults and changes only
+    the iterations. `base`: an instance to apply the dict on top of instead of the defaults.
+    """
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -31,12 +37,23 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "settin
     for name, value in data.items():
         hint = hints.get(name)
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value, where=f"{where}.{name}")
+            value = from_dict(hint, value, where=f"{where}.{name}", base=_nested_default(fields[name], base))
         kwargs[name] = value
     try:
-        return cls(**kwargs)
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise MaskfieldError(f"Invalid {where}: {exc}.") from exc
+
+
+def _nested_default(f: dataclasses.Field, parent: Any) -> Any:
+    """The value a nested settings section starts from: the parent instance's, else the
+    field's declared default (None: the section's class defaults)."""
+    if parent is not None:
+        return getattr(parent, f.name)
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+        return value if dataclasses.is_dataclass(value) else None
+    return f.default if dataclasses.is_dataclass(f.default) else None
 
 
 def parse_settings(cls: type[T], text: str | None, *, where: str = "--settings") -> T:

@@ -53,6 +53,18 @@ def test_float16_soft_targets_are_the_float32_ones():
     assert kept.soft is None and kept.masks.dtype == torch.bool and torch.equal(kept.masks, masks)
 
 
+def test_targets_at_the_masks_own_size_are_kept_as_bool():
+    """A cache at the masks' resolution (the Gaussians' training views) needs no averaging: the
+    targets stay 0/1 and are stored as bool (half of float16), the same values once read."""
+    masks = ragged_masks(np.random.default_rng(2).random((5, 12, 16)) < 0.5, 3)  # [5, 24, 32] bool
+    for given in (masks, masks.float(), masks.to(torch.uint8)):
+        vt = view_targets(0, given, torch.zeros(5, 8), (24, 32), "render")
+        assert vt.soft.dtype == torch.bool and vt.soft.shape == (5, 24 * 32)
+        assert torch.equal(vt.soft.float(), cache_targets(given, (24, 32)))
+    soft = masks.float() * 0.5  # not 0/1: kept as float16 averages
+    assert view_targets(0, soft, torch.zeros(5, 8), (24, 32), "render").soft.dtype == torch.float16
+
+
 def model_over(cache, seed: int = 0) -> MaskField:
     torch.manual_seed(seed)
     ff = FeatureFieldSettings(plane_resolutions=[8, 16], plane_features=4, hidden=16)

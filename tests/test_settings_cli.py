@@ -27,6 +27,34 @@ def test_settings_fill_defaults_and_nested_sections():
     assert parse_settings(Outer, "") == Outer()
 
 
+@dataclasses.dataclass
+class Pair:
+    a: int = 1
+    b: int = 2
+
+
+@dataclasses.dataclass
+class Specialised:
+    """A section whose declared default differs from its class's defaults."""
+    pair: Pair = dataclasses.field(default_factory=lambda: Pair(b=20))
+    inner: Inner = dataclasses.field(default_factory=Inner)
+
+
+def test_a_partial_nested_section_keeps_the_parents_declared_default():
+    assert parse_settings(Specialised, '{"pair": {"a": 5}}').pair == Pair(a=5, b=20)
+    assert parse_settings(Specialised, '{"inner": {"k": 1}}').pair == Pair(b=20)
+    assert parse_settings(Specialised, '{"pair": {"b": 3}}').pair == Pair(a=1, b=3)
+
+
+def test_the_gaussians_mask_schedule_keeps_its_stride_under_a_partial_train_section():
+    from maskfield.backends.gaussians.feature_field import GaussianMaskSettings
+    from maskfield.distill.settings import MaskSettings
+
+    assert parse_settings(GaussianMaskSettings, '{"train": {"iterations": 20}}').train.stride == 2
+    assert parse_settings(GaussianMaskSettings, '{"train": {"stride": 1}}').train.stride == 1
+    assert parse_settings(MaskSettings, '{"train": {"iterations": 20}}').train.stride == 1
+
+
 @pytest.mark.parametrize(
     "text, message",
     [('{"lr": 1, "typo": 2}', "Unknown key"), ("[1]", "must be a JSON object"), ("{bad", "not valid JSON"),

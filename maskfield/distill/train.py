@@ -82,7 +82,8 @@ class ViewTargets:
     embeddings: torch.Tensor  # [M, D_s] unit teacher embeddings
     # [M, h*w] float16: the masks area-averaged to the cache grid ("render" supervision; made on
     # first use when not given). float16 holds the averages of 2x2 (or 1x1) blocks, multiples of
-    # 1/4, exactly; other block sizes round by at most 2^-12.
+    # 1/4, exactly; other block sizes round by at most 2^-12. bool when the cache grid is the
+    # masks' own (the targets are then exactly 0/1: half the memory of float16).
     soft: torch.Tensor | None = None
 
 
@@ -92,8 +93,16 @@ def view_targets(view: int, masks: torch.Tensor, embeddings: torch.Tensor, shape
     float16 soft targets at the cache grid `shape` (h, w) and drops the masks, "mask" keeps the
     masks [M, H, W] as bool (a quarter of float32; converted per step)."""
     if supervision == "render":
-        return ViewTargets(view, None, embeddings, cache_targets(masks, shape).half())
+        return ViewTargets(view, None, embeddings, compact_targets(masks, shape))
     return ViewTargets(view, masks.bool(), embeddings)
+
+
+def compact_targets(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """`cache_targets` stored compactly: [M, h*w] bool when the cache grid is the masks' own
+    (exact 0/1), float16 averages otherwise. Steps read them with `.float()`."""
+    if tuple(masks.shape[-2:]) == tuple(shape) and (masks.dtype == torch.bool or bool(((masks == 0) | (masks == 1)).all())):
+        return masks.flatten(1).bool()
+    return cache_targets(masks, shape).half()
 
 
 @dataclass
@@ -144,7 +153,7 @@ def _step_render(model: MaskField, vt: ViewTargets, pixels, shape, matcher: Matc
     and Q[matched] F^T (the same dot products as (Q F^T)[:, sub] and (Q F^T)[matched]).
     """
     if vt.soft is None:
-        vt.soft = cache_targets(vt.masks, model.backend.view_shape(vt.view)).half()
+        vt.soft = compact_targets(vt.masks, model.backend.view_shape(vt.view))
     feats = model.backend.render(vt.view, pixels)  # [n, D_m]
     queries = model.heads.queries()  # [N_K, D_m]
     targets = (vt.soft if pixels is None else vt.soft[:, pixels.to(vt.soft.device)]).float()  # [M, n]

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskfield.distill.settings import MaskSettings
+from maskfield.distill.train import TrainSettings
 from maskfield.errors import MaskfieldError
 from maskfield.io.geometry import GeometryCache
 
@@ -191,8 +192,17 @@ class GaussianFeatureField(nn.Module):
         return torch.einsum("nk,nkd->nd", w, gathered)
 
 
+def _gaussian_train_settings() -> TrainSettings:
+    """The shared schedule with `stride: 2`: the Gaussians' training views are cached at the
+    scene resolution (`GaussianGeometrySettings.downscale`), and a step renders every other
+    pixel of one at a random offset, as many pixels as the NeRF backend's cache at 1/2 holds."""
+    return TrainSettings(stride=2)
+
+
 @dataclass
 class GaussianMaskSettings(MaskSettings):
-    """`maskfield train-mask --backend gaussians`: the shared settings plus the per-Gaussian features."""
+    """`maskfield train-mask --backend gaussians`: the shared settings plus the per-Gaussian
+    features; `train` defaults to `stride: 2` (see `_gaussian_train_settings`)."""
 
+    train: TrainSettings = field(default_factory=_gaussian_train_settings)
     feature_field: GaussianFeatureSettings = field(default_factory=GaussianFeatureSettings)

@@ -27,8 +27,15 @@ from maskfield.io.geometry import GeometryCache
 class GaussianGeometrySettings:
     """Settings of `maskfield geometry --backend gaussians` (config `fields: gaussians: geometry:`)."""
 
-    downscale: int = 2
-    """Train views are cached at 1/downscale of the scene resolution (the mask-field resolution)."""
+    downscale: int = 1
+    """Train views are cached at 1/downscale of the scene resolution. 1 (ours): at the resolution
+    the test views are cached and scored at, which is the teacher masks' on the synthetic
+    scenes, Replica and 3D-OVS (LERF-Mask's masks are at 1/2: the config sets 2 there); the mask
+    field then renders every other pixel per step (`train: stride: 2`, `GaussianMaskSettings`),
+    as many pixels as a cache at 1/2 holds. A Gaussian's footprint in pixels depends on the
+    resolution it is rasterised at, and features fitted at 1/2 blend an object's rim with what is
+    behind it differently from the full-resolution test views: small objects lost their rims
+    (docs/gaussians.md). 2: the NeRF backend's setting, every cached pixel rendered."""
     test_downscale: int = 1
     """Test views are cached at 1/test_downscale (1: scene resolution, where evaluation happens)."""
     top_k: int = 4
