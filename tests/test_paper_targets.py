@@ -169,3 +169,23 @@ def test_every_paper_table_is_built_with_its_figure(built_tables):
     # the 100% row is the main mask field's score, read from the main metrics
     main = pd.read_csv(built_tables / MAIN[0]).set_index("method")
     assert views["room/mIoU"].iloc[0] == pytest.approx(main.loc["maskfield", "room/mIoU"], abs=0.11)
+
+
+def test_the_gaussians_fields_train_at_the_scene_resolution_and_the_perpixel_budget_follows(main_jobs):
+    """The 3DGS geometry caches training views at the scene resolution and its mask field renders
+    every other pixel; the per-pixel field's step count is matched to that stride (the same
+    rendered pixels as the mask field), and the NeRF backend keeps its half-resolution cache."""
+    by_rule: dict[str, list[str]] = {}
+    for out, (rule, shell) in main_jobs.items():
+        by_rule.setdefault(rule, []).append(f"{out} {shell}")
+    def commands(rule: str, backend: str) -> list[str]:
+        """The --settings JSON of each job of `rule` on `backend`."""
+        found = [re.search(r"--settings '([^']*)'", c).group(1) for c in by_rule[rule] if f"--backend {backend}" in c]
+        assert found, (rule, backend)
+        return found
+    assert all('"downscale": 1' in c for c in commands("geometry", "gaussians"))
+    assert not any('"downscale": 1' in c for c in commands("geometry", "nerf"))
+    assert all('"stride": 2' in c for c in commands("mask_field", "gaussians"))
+    assert not any('"stride"' in c for c in commands("mask_field", "nerf"))
+    assert all('"mask_stride": 2' in c for c in commands("perpixel_field", "gaussians"))
+    assert all('"mask_stride": 1' in c for c in commands("perpixel_field", "nerf"))
