@@ -176,8 +176,8 @@ def test_the_gaussians_fields_train_at_the_scene_resolution_and_the_perpixel_bud
     every other pixel; the per-pixel field's step count is matched to that stride (the same
     rendered pixels as the mask field), and the NeRF backend keeps its half-resolution cache."""
     by_rule: dict[str, list[str]] = {}
-    for out, (rule, shell) in main_jobs.items():
-        by_rule.setdefault(rule, []).append(f"{out} {shell}")
+    for rule, shell in main_jobs.values():
+        by_rule.setdefault(rule, []).append(shell)
     def commands(rule: str, backend: str) -> list[str]:
         """The --settings JSON of each job of `rule` on `backend`."""
         found = [re.search(r"--settings '([^']*)'", c).group(1) for c in by_rule[rule] if f"--backend {backend}" in c]

@@ -98,11 +98,10 @@ def view_targets(view: int, masks: torch.Tensor, embeddings: torch.Tensor, shape
 
 
 def compact_targets(masks: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """`cache_targets` stored compactly: [M, h*w] bool when the cache grid is the masks' own
-    (exact 0/1), float16 averages otherwise. Steps read them with `.float()`."""
-    if tuple(masks.shape[-2:]) == tuple(shape) and (masks.dtype == torch.bool or bool(((masks == 0) | (masks == 1)).all())):
-        return masks.flatten(1).bool()
-    return cache_targets(masks, shape).half()
+    """`cache_targets` stored compactly: [M, h*w] bool where every target is exactly 0 or 1 (a
+    cache grid that is the masks' own), float16 averages otherwise. Steps read them with `.float()`."""
+    targets = cache_targets(masks, shape)
+    return targets.bool() if bool(((targets == 0) | (targets == 1)).all()) else targets.half()
 
 
 @dataclass
