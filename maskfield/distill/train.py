@@ -164,12 +164,13 @@ def _step_render(model: MaskField, vt: ViewTargets, pixels, shape, matcher: Matc
     with torch.no_grad():
         semantics = model.heads.semantics()
     m = match(sub_logits.detach(), sub_targets, semantics, vt.embeddings, matcher)
-    pi = m.pred_idx.to(feats.device)
+    pi, u = m.pred_idx.to(feats.device), m.unmatched(len(queries)).to(feats.device)
     matched_logits = sub_logits[pi] if sub is None else queries[pi] @ feats.T  # [n_matched, n]
-    losses = factored_criterion(matched_logits, sub_logits, targets, model.heads.semantics(pi), vt.embeddings, m, loss)
+    unmatched_logits = sub_logits[u]  # read by the extra loss and the exclusivity term: one gather
+    losses = factored_criterion(matched_logits, unmatched_logits, targets, model.heads.semantics(pi), vt.embeddings, m,
+                                loss)
     if exclusive:  # at the matching pixels, like the extra loss
-        u = m.unmatched(len(queries)).to(feats.device)
-        losses.exclusive = exclusivity_loss(sub_logits[u], semantics[u], sub_targets, vt.embeddings)
+        losses.exclusive = exclusivity_loss(unmatched_logits, semantics[u], sub_targets, vt.embeddings)
     return losses, len(m)
 
 

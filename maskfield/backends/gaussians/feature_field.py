@@ -131,7 +131,7 @@ class GaussianFeatureField(nn.Module):
             return None
         n, batch = len(nb), self.settings.smoothness_batch
         i = torch.randint(n, (batch,)).to(nb.device) if 0 < batch < n else torch.arange(n, device=nb.device)
-        return torch.cat([i[:, None], nb[i]], dim=1)
+        return torch.cat([i[:, None], nb.index_select(0, i)], dim=1)
 
     def _lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """[*ids.shape, D_m] features of the Gaussians `ids` (`index_select`, whose backward on a
