@@ -57,6 +57,19 @@ def test_perpixel_vs_mask_adds_the_mask_level_lead_per_backend():
     assert lead["room/mIoU"] == pytest.approx(25.0) and lead["mean/Acc"] == pytest.approx(20.0)
 
 
+def test_perpixel_vs_mask_keeps_a_row_and_a_lead_per_dense_teacher():
+    """The per-pixel fields on the coarse tokens and on each SAM scale are rows of their own, told
+    apart by their teacher, and the mask field's lead is taken over each of them."""
+    long = pd.concat([long_rows("maskfield", "room", {"miou": 0.8}), long_rows("perpixel", "room", {"miou": 0.55}),
+                      long_rows("perpixel", "room", {"miou": 0.7}).assign(teacher="sam-l:simulated"),
+                      long_rows("perpixel", "room", {"miou": 0.6}).assign(teacher="sam-s:simulated")])
+    t = perpixel_vs_mask_table(long)
+    pix = t[t["method"] == "perpixel"].set_index("teacher")["room/mIoU"]
+    assert pix.to_dict() == {"simulated": 55.0, "sam-l:simulated": 70.0, "sam-s:simulated": 60.0}
+    leads = t[t["method"] == "maskfield - perpixel"].set_index("teacher")["room/mIoU"]
+    assert leads.to_dict() == pytest.approx({"simulated": 25.0, "sam-l:simulated": 10.0, "sam-s:simulated": 20.0})
+
+
 def test_paper_table_writes_the_csv_and_the_figure(tmp_path):
     paths = []
     for i, (m, d, v) in enumerate((("maskfield", 8, 0.8), ("perpixel", 8, 0.5), ("maskfield", 16, 0.81), ("perpixel", 16, 0.7))):

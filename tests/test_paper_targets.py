@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny_config.yaml"
 REDUCED = ROOT / "tests" / "data" / "tiny_paper_config.yaml"
 # every variant runs once per backend of the tiny config (a backend is a config entry)
-B = len(yaml.safe_load(TINY.read_text()).get("backends") or yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["backends"])
+BACKENDS = yaml.safe_load(TINY.read_text()).get("backends") or yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["backends"]
+B = len(BACKENDS)
 MAIN = ("results/tables/synthetic.csv",)
 WITH_PERPIXEL = ("--config", "methods=[maskfield,perpixel,teacher-2d]")
 
@@ -65,9 +66,11 @@ def variant_outputs(jobs) -> set[str]:
 
 def check_main_jobs_unchanged(jobs, main_jobs) -> None:
     """Every job outside results/paper/ is a main-results job with the main command, or writes the
-    ideal dense teacher (a teacher cache of its own that no main result reads)."""
+    ideal dense teacher or a SAM scale's (teacher caches of their own that no main result reads)."""
     for out, (rule, shell) in jobs.items():
         if out in variant_outputs(jobs) or (rule == "dense_teacher" and out.endswith("/dense-ideal.h5")):
+            continue
+        if rule == "dense_mask_scale" and re.search(r"/dense-sam-[sml]\.h5$", out):
             continue
         assert out in main_jobs, (rule, out)
         assert main_jobs[out] == (rule, shell), (out, main_jobs[out], (rule, shell))
@@ -98,10 +101,27 @@ def test_feature_dim_runs_both_methods_at_every_d_on_one_scene(workdir, main_job
 def test_perpixel_vs_mask_reads_the_main_rows_of_every_scene(workdir, main_jobs):
     jobs = dry_run(workdir, "results/tables/paper/perpixel_vs_mask.csv")
     check_main_jobs_unchanged(jobs, main_jobs)
-    assert variant_outputs(jobs) == {"results/tables/paper/perpixel_vs_mask.csv"}
     counts = rules(jobs)
     assert counts["mask_field"] == counts["perpixel_field"] == 3 * B and counts["dense_teacher"] == 3, counts
     assert all("dense-simulated.h5" in s for r, s in jobs.values() if r == "perpixel_field")
+    # the SAM-scale rows: one dense teacher per scene and scale, painted from the main mask
+    # teacher's caches, and one per-pixel field per backend on each, rendered and scored
+    assert counts["dense_mask_scale"] == 9 and counts["paper_perpixel_field_scale"] == 9 * B, counts
+    assert counts["paper_render_perpixel"] == counts["paper_evaluate"] == 9 * B, counts
+    for out, (rule, shell) in jobs.items():
+        if rule == "paper_perpixel_field_scale":
+            scale = re.search(r"-sam-([sml])\.pt$", out).group(1)
+            assert f"dense-sam-{scale}.h5" in shell and out.startswith("results/paper/perpixel_vs_mask/"), (out, shell)
+        if rule == "dense_mask_scale":
+            assert "/masks.h5" in shell and "/embeddings.h5" in shell, shell
+    assert {o for o in variant_outputs(jobs) if "/metrics/" in o} == {
+        f"results/paper/perpixel_vs_mask/synthetic/{scene}/metrics/perpixel-{b}-sam-{scale}.csv"
+        for scene in ("room", "desk", "table360") for b in BACKENDS for scale in "sml"}
+
+
+def test_perpixel_vs_mask_without_sam_scales_reads_only_the_main_rows(workdir, main_jobs):
+    jobs = dry_run(workdir, "results/tables/paper/perpixel_vs_mask.csv", config=("--config", "paper={'sam_scales': []}"))
+    assert variant_outputs(jobs) == {"results/tables/paper/perpixel_vs_mask.csv"}
 
 
 def test_limited_views_trains_only_the_fractions_below_all(workdir, main_jobs):
@@ -161,9 +181,10 @@ def test_every_paper_table_is_built_with_its_figure(built_tables):
     assert dims[["method", "dim"]].values.tolist() == [["maskfield", 8], ["maskfield", 16], ["perpixel", 8], ["perpixel", 16]]
     assert dims["mIoU"].between(0, 100).all()
     versus = pd.read_csv(t / "perpixel_vs_mask.csv")
-    assert versus["method"].tolist() == ["maskfield", "perpixel", "maskfield - perpixel"]
+    assert versus["method"].tolist() == ["maskfield", "perpixel", "perpixel", "maskfield - perpixel", "maskfield - perpixel"]
+    assert versus["teacher"].tolist()[1:3] == ["simulated", "sam-m:simulated"]
     lead = versus["room/mIoU"].tolist()
-    assert lead[2] == pytest.approx(lead[0] - lead[1], abs=0.11)
+    assert lead[3] == pytest.approx(lead[0] - lead[1], abs=0.11) and lead[4] == pytest.approx(lead[0] - lead[2], abs=0.11)
     views = pd.read_csv(t / "limited_views.csv")
     assert views["views"].tolist() == [100, 50] and views["room/mIoU"].between(0, 100).all()
     # the 100% row is the main mask field's score, read from the main metrics

@@ -1,5 +1,6 @@
 """Dense teacher features: the simulated tokens at their patch resolution, the ideal features at
-each pixel, and MaskCLIP's tokens of a tiny random open_clip ViT (FeatUp-upsampled when configured)."""
+each pixel, MaskCLIP's tokens of a tiny random open_clip ViT (FeatUp-upsampled when configured),
+and the mask teacher's masks of one SAM scale painted with their embeddings (LangSplat's)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from maskfield.data.scene import Cameras, Scene, SceneHierarchy
 from maskfield.distill.perpixel import DenseTargets
 from maskfield.errors import MaskfieldError
 from maskfield.io.dense import read_dense
-from maskfield.stages.dense import clip_dense, ideal_dense, simulated_dense
+from maskfield.cli import main
+from maskfield.io.masks import MaskSet, write_embeddings, write_masks
+from maskfield.stages.dense import clip_dense, ideal_dense, mask_scale_dense, simulated_dense
 from maskfield.teachers.clip import ClipSettings, load_open_clip, maskclip_features, preprocess
-from maskfield.teachers.dense import SimulatedDenseSettings
+from maskfield.teachers.dense import SIMULATED_UNDERLAY, SimulatedDenseSettings, mask_scale_labels
 from maskfield.teachers.featup import JBUStack, load_jbu_stack
 from maskfield.teachers.simulated import SimulatedEmbedSettings
 from maskfield.teachers.text import load_text_encoder, simulated_model_id
@@ -101,4 +104,77 @@ def test_the_simulated_teachers_need_ground_truth_instances(tmp_path):
     scene.hierarchy = None
     with pytest.raises(MaskfieldError, match="needs ground-truth instances"):
         simulated_dense(scene, tmp_path / "d.h5", SimulatedDenseSettings())
+    assert not (tmp_path / "d.h5").exists()
+
+
+def nested_masks(h: int = 2, w: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """A view's masks on an h x w strip, columns: 0-1 a part of object A (s), 0-2 a larger s mask,
+    0-3 object A and 4-5 object B (m), 0-5 their group (l), everything the wall (stuff, level 3)."""
+    spans = [(0, 8, 3), (0, 4, 1), (4, 6, 1), (0, 2, 0), (0, 3, 0), (0, 6, 2)]  # (first, end, level)
+    masks = np.zeros((len(spans), h, w), bool)
+    for i, (a, b, _) in enumerate(spans):
+        masks[i, :, a:b] = True
+    return masks, np.array([lv for *_, lv in spans], np.int8)
+
+
+@pytest.mark.parametrize("scale, underlay, expected", [
+    ("s", SIMULATED_UNDERLAY, [3, 3, 4, 1, 2, 2, 0, 0]),  # the smallest s mask wins; objects and wall beneath
+    ("s", (), [3, 3, 4, -1, -1, -1, -1, -1]),  # real SAM: the scale's own masks only
+    ("m", SIMULATED_UNDERLAY, [1, 1, 1, 1, 2, 2, 0, 0]),
+    ("m", (), [1, 1, 1, 1, 2, 2, -1, -1]),
+    ("l", SIMULATED_UNDERLAY, [5, 5, 5, 5, 5, 5, 0, 0]),  # the group over its objects
+])
+def test_a_sam_scale_gives_each_pixel_its_smallest_mask_of_that_scale(scale, underlay, expected):
+    masks, levels = nested_masks()
+    labels = mask_scale_labels(masks, levels, scale, underlay)
+    assert labels.dtype == np.int32 and labels.tolist() == [expected, expected]
+
+
+def write_teacher_caches(tmp_path, scene, teacher: str = "simulated", size: tuple[int, int] = (56, 56)):
+    """masks.h5 (nested masks of `nested_masks` stretched to `size`, per view) and embeddings.h5
+    (one random unit embedding per mask); returns (masks path, embeddings path, [M, D] embeddings)."""
+    small, levels = nested_masks()
+    per_view = []
+    for _ in range(len(scene)):
+        m = np.repeat(np.repeat(small, size[0] // small.shape[1], axis=1), size[1] // small.shape[2], axis=2)
+        per_view.append(m)
+    ms = MaskSet.from_views(list(scene.view_names), per_view, [np.ones(len(levels))] * len(scene), [levels] * len(scene),
+                            teacher, *size)
+    write_masks(tmp_path / "masks.h5", ms)
+    emb = np.random.default_rng(0).normal(size=(len(ms.masks), 512)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    write_embeddings(tmp_path / "embeddings.h5", emb, tmp_path / "masks.h5", simulated_model_id(), teacher)
+    return tmp_path / "masks.h5", tmp_path / "embeddings.h5", emb
+
+
+def test_the_sam_scale_features_read_each_pixel_its_masks_embedding_at_the_views_size(tmp_path):
+    """Masks at half the views' size: a full-resolution pixel reads the embedding of the mask under
+    it (float16 in the file); pixels no mask of the scale covers have no teacher feature."""
+    scene = dot_scene()  # two 112 x 112 views
+    masks, embeddings, emb = write_teacher_caches(tmp_path, scene, teacher="sam:vit_h")
+    path = mask_scale_dense(scene, tmp_path / "dense-sam-s.h5", masks, embeddings, "s")
+    dense = read_dense(path)
+    assert (dense.kind, dense.height, dense.width) == ("segments", 56, 56)
+    assert dense.attrs["teacher"] == "sam-s:sam:vit_h" and dense.attrs["model"] == simulated_model_id()
+    targets = DenseTargets(dense)
+    # 112 px wide views over 8 strip columns of 14 px: column 0 is the part (row 3 of view 1's masks)
+    pixels = torch.tensor([5 * 112 + 3, 5 * 112 + 30, 5 * 112 + 60])  # strip columns 0, 2, 4
+    feats, valid = targets.sample(1, pixels, (112, 112))
+    assert valid.tolist() == [True, True, False]  # real SAM: no s mask covers object B
+    np.testing.assert_allclose(feats[0].numpy(), emb[6 + 3], atol=2e-3)  # view 1's rows start at 6
+    np.testing.assert_allclose(feats[1].numpy(), emb[6 + 4], atol=2e-3)
+
+
+def test_the_sam_scale_source_needs_the_mask_teachers_caches(tmp_path, capsys):
+    scene = tiny_scene(V=2)
+    flags = ["dense", "--layout", "replica", "--scene-dir", str(tmp_path), "--dataset", "synthetic",
+             "--source", "sam-m", "--out", str(tmp_path / "d.h5")]
+    assert main(flags) == 2
+    assert "pass --masks masks.h5 and --embeddings embeddings.h5" in capsys.readouterr().err
+    masks, embeddings, _ = write_teacher_caches(tmp_path, scene)
+    other = tmp_path / "other"
+    other.mkdir()
+    _, other_embeddings, _ = write_teacher_caches(other, dot_scene())
+    with pytest.raises(MaskfieldError, match="different masks.h5"):
+        mask_scale_dense(scene, tmp_path / "d.h5", masks, other_embeddings, "m")
     assert not (tmp_path / "d.h5").exists()

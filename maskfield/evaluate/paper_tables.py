@@ -41,16 +41,20 @@ def limited_views_table(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def perpixel_vs_mask_table(long: pd.DataFrame) -> pd.DataFrame:
-    """Table 6: the main table's layout for the two methods, plus a row of the mask-level lead
-    (mask-level minus per-pixel, per backend, in points)."""
+    """Table 6: the main table's layout for the two methods, one per-pixel row per dense teacher
+    (the coarse CLIP-like tokens, and each SAM scale's mask features), plus a row of the
+    mask-level lead over each per-pixel row (mask-level minus per-pixel, per backend, in points;
+    its `teacher` names the per-pixel row's)."""
     out = pivot_table(long)
     value_cols = [c for c in out.columns if c not in ROW_KEYS]
     leads = []
     for backend, g in out.groupby("backend", sort=False):
-        mask, pix = g[g["method"] == "maskfield"], g[g["method"] == "perpixel"]
-        if len(mask) == 1 and len(pix) == 1:
-            lead = mask[value_cols].to_numpy(float)[0] - pix[value_cols].to_numpy(float)[0]
-            leads.append({"method": "maskfield - perpixel", "backend": backend, "teacher": "",
+        mask = g[g["method"] == "maskfield"]
+        if len(mask) != 1:
+            continue
+        for _, pix in g[g["method"] == "perpixel"].iterrows():
+            lead = mask[value_cols].to_numpy(float)[0] - pix[value_cols].to_numpy(float)
+            leads.append({"method": "maskfield - perpixel", "backend": backend, "teacher": pix["teacher"],
                           **dict(zip(value_cols, np.round(lead, 1)))})
     return pd.concat([out, pd.DataFrame(leads, columns=out.columns)], ignore_index=True) if leads else out
 

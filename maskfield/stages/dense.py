@@ -1,11 +1,14 @@
 """`maskfield dense`: the dense teacher features of every view -> dense-<source>.h5.
 
     maskfield dense <scene flags> --source {clip,simulated,ideal} --settings JSON --out dense-<source>.h5
+    maskfield dense <scene flags> --source {sam-s,sam-m,sam-l} --masks masks.h5 --embeddings embeddings.h5 --out dense-<source>.h5
 
 What the per-pixel baseline (`maskfield train-perpixel`) distils (see maskfield.teachers.dense):
 clip, MaskCLIP's patch tokens (FeatUp-upsampled where teachers.clip.featup_checkpoint is set);
 simulated, their simulated counterpart at the same patch resolution; ideal, pixel-aligned
-simulated features. Views are written one at a time; the file is written atomically.
+simulated features; sam-s/m/l, the mask teacher's masks of one SAM scale painted with their
+CLIP embeddings (LangSplat's per-pixel features). Views are written one at a time; the file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from tqdm import tqdm
 from maskfield.data.scene import Scene
 from maskfield.errors import MaskfieldError
 from maskfield.io.dense import write_dense
+from maskfield.io.h5 import open_h5
+from maskfield.io.masks import read_embeddings
 from maskfield.settings import parse_settings, to_dict
 from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
 from maskfield.teachers.clip import ClipSettings, view_features
 from maskfield.teachers.dense import (
-    SimulatedDenseSettings, class_map_of, ideal_view_segments, simulated_view_grid, unit_tokens,
+    MASK_SCALES, SIMULATED_UNDERLAY, SimulatedDenseSettings, class_map_of, ideal_view_segments, mask_scale_segments, simulated_view_grid,
+    unit_tokens,
 )
 from maskfield.teachers.featup import load_clip_with_upsampler
 from maskfield.teachers.simulated import SimulatedEmbedSettings, class_vocabulary
@@ -44,9 +50,10 @@ def _timed(scene: Scene, per_view: Callable[[int], object], label: str, attrs: d
     attrs["seconds_per_view"] = (time.perf_counter() - t0) / max(len(scene), 1)
 
 
-def _write(scene: Scene, out, kind: str, per_view, label: str, attrs: dict) -> Path:
+def _write(scene: Scene, out, kind: str, per_view, label: str, attrs: dict, size: tuple[int, int] | None = None) -> Path:
+    """Write the views' features; `size`: the (H, W) their labels span (default the scene's)."""
     path = write_dense(out, kind, list(scene.view_names), _timed(scene, per_view, label, attrs),
-                       (scene.height, scene.width), attrs)
+                       size or (scene.height, scene.width), attrs)
     log.info("dense %s: %d views, %.2f s/view -> %s", label, len(scene), attrs["seconds_per_view"], out)
     return path
 
@@ -98,14 +105,44 @@ def clip_dense(scene: Scene, out, s: ClipSettings) -> Path:
     return _write(scene, out, "grid", per_view, "clip+featup" if jbu is not None else "clip", attrs)
 
 
+def mask_scale_dense(scene: Scene, out, masks_path, embeddings_path, scale: str) -> Path:
+    """dense-sam-<scale>.h5: each pixel's smallest teacher mask of one SAM scale, carrying that
+    mask's CLIP embedding (`mask_scale_segments`), at the masks' own resolution."""
+    emb = read_embeddings(embeddings_path, masks_path)  # also checks that it belongs to these masks
+    with open_h5(masks_path, "masks cache", "sam_masks", ("view_names", "view_offsets", "masks", "level")) as f:
+        offsets, levels, masks = f["view_offsets"][()], f["level"][()], f["masks"]
+        if len(offsets) - 1 != len(scene) or offsets[-1] != len(masks) or len(emb.embeddings) != len(masks):
+            raise MaskfieldError(f"masks cache {masks_path} does not hold one set of masks per view of scene {scene.name} "
+                                 f"({len(offsets) - 1} views, {len(scene)} in the scene); rerun the `sam_masks` rule.")
+
+        teacher = str(f.attrs.get("teacher", ""))
+        underlay = SIMULATED_UNDERLAY if teacher == "simulated" else ()
+
+        def per_view(v: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = slice(int(offsets[v]), int(offsets[v + 1]))
+            return mask_scale_segments(masks[rows], levels[rows], emb.embeddings[rows], scale, underlay)
+
+        attrs = {"teacher": f"sam-{scale}:{teacher}", "model": emb.model,
+                 "settings": {"scale": scale, "underlay": list(underlay)}}
+        return _write(scene, out, "segments", per_view, f"sam-{scale}", attrs, size=tuple(masks.shape[1:]))
+
+
 DENSE_SOURCES = {
     "clip": (ClipSettings, clip_dense),
     "simulated": (SimulatedDenseSettings, simulated_dense),
     "ideal": (SimulatedEmbedSettings, ideal_dense),
 }
+MASK_SOURCES = tuple(f"sam-{scale}" for scale in MASK_SCALES)
+"""Sources made from the mask teacher's caches (masks.h5, embeddings.h5), one per SAM scale."""
 
 
 def _run(args: argparse.Namespace) -> None:
+    if args.source in MASK_SOURCES:
+        if not args.masks or not args.embeddings:
+            raise MaskfieldError(f"--source {args.source} paints the mask teacher's outputs: pass --masks masks.h5 "
+                                 f"and --embeddings embeddings.h5 of the scene.")
+        mask_scale_dense(scene_from_args(args), args.out, args.masks, args.embeddings, args.source.split("-", 1)[1])
+        return
     cls, fn = DENSE_SOURCES[args.source]
     fn(scene_from_args(args), args.out, parse_settings(cls, args.settings))
 
@@ -113,8 +150,10 @@ def _run(args: argparse.Namespace) -> None:
 def register_dense(subparsers, name: str) -> None:
     p = subparsers.add_parser(name, help="dense teacher features of every view -> dense-<source>.h5", description=__doc__)
     add_scene_args(p)
-    p.add_argument("--source", required=True, choices=sorted(DENSE_SOURCES), help="dense teacher")
+    p.add_argument("--source", required=True, choices=sorted(DENSE_SOURCES) + list(MASK_SOURCES), help="dense teacher")
     p.add_argument("--settings", default=None, help="JSON object of the source's settings (clip: teachers.clip; "
                    "simulated: teachers.simulated_embeddings + teachers.simulated_dense; ideal: teachers.simulated_embeddings)")
+    p.add_argument("--masks", default=None, help="sam-s/m/l: the scene's masks.h5 (the mask teacher's masks)")
+    p.add_argument("--embeddings", default=None, help="sam-s/m/l: its embeddings.h5 (one CLIP embedding per mask)")
     p.add_argument("--out", required=True, help="output dense-<source>.h5")
     p.set_defaults(func=_run)

@@ -68,7 +68,9 @@ def figure_perpixel_vs_mask(df: pd.DataFrame) -> object:
     fig, (ax,) = _axes(1, 6.0)
     width = 0.8 / max(len(rows), 1)
     for k, (_, r) in enumerate(rows.iterrows()):
-        ax.bar([i + k * width for i in range(len(cols))], [r[c] for c in cols], width, label=f"{r['method']}-{r['backend']}")
+        teacher = f" ({r['teacher'].split(':')[0]})" if r["method"] == "perpixel" else ""
+        ax.bar([i + k * width for i in range(len(cols))], [r[c] for c in cols], width,
+               label=f"{r['method']}-{r['backend']}{teacher}")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cols))], [c.split("/")[0] for c in cols])
     ax.set_ylabel("mIoU")
     ax.legend(fontsize=8)

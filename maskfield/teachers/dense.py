@@ -11,6 +11,10 @@ Three sources, each at its own resolution (stored by `maskfield.io.dense`):
   gets its neighbours' classes mixed in, coarse and ambiguous as the real tokens.
 - ideal: pixel-aligned features (what the paper takes LSeg for): every ground-truth object of a
   view carries one simulated embedding of its own class (same noise model), at full resolution.
+- sam-s, sam-m, sam-l: the mask teacher's own outputs painted per pixel at one SAM scale, as
+  LangSplat distils them (the paper's "Per-pixel (SAM s/m/l)" rows of Table 6): each pixel carries
+  the CLIP embedding of the smallest mask of that scale covering it, none where no mask does.
+  Works for any masks.h5 and its embeddings.h5, real SAM or simulated (`SIMULATED_UNDERLAY`).
 """
 
 from __future__ import annotations
@@ -110,3 +114,55 @@ def unit_tokens(features: torch.Tensor) -> np.ndarray:
     """[D, gh, gw] teacher features -> [gh, gw, D] float32 unit tokens (as the per-pixel methods
     normalise CLIP features before distilling them)."""
     return F.normalize(features.float(), dim=0).permute(1, 2, 0).cpu().numpy()
+
+
+MASK_SCALES = {"s": 0, "m": 1, "l": 2}
+"""SAM's three multimask scales by name, as the `level` of masks.h5 stores them."""
+SIMULATED_UNDERLAY = (3, 1)
+"""Levels painted beneath every scale's masks for the simulated teacher, whose masks.h5 holds a
+part or a group of objects only where the scene has one, and the background stuff on a level
+of its own (3): SAM returns a simple object as itself, and a wall as a wall, at each of its three
+scales. Real SAM caches paint each scale's own masks only, as LangSplat does."""
+
+
+def mask_scale_labels(masks: np.ndarray, levels: np.ndarray, scale: str, underlay: tuple[int, ...] = ()) -> np.ndarray:
+    """Which teacher mask each pixel of a view takes at one SAM scale (LangSplat's segment map).
+
+    The masks of each level of `underlay`, then those of the scale, are painted largest first,
+    each over what is painted before it: where masks of the scale overlap the smallest wins.
+
+    Args:
+        masks: [k, h, w] bool, the view's teacher masks; levels: [k] their masks.h5 levels.
+        scale: "s", "m" or "l".
+        underlay: levels painted beneath the scale's own masks (`SIMULATED_UNDERLAY`).
+    Returns:
+        [h, w] int32: the row in `masks` of the pixel's mask, -1 where no mask covers it.
+    """
+    if scale not in MASK_SCALES:
+        raise ValueError(f"scale must be one of {', '.join(MASK_SCALES)}, not {scale!r}")
+    labels = np.full(masks.shape[1:], -1, np.int32)
+    area = masks.reshape(len(masks), -1).sum(1)
+    levels = np.asarray(levels)
+    for level in [lv for lv in underlay if lv != MASK_SCALES[scale]] + [MASK_SCALES[scale]]:
+        rows = np.nonzero(levels == level)[0]
+        for i in rows[np.argsort(-area[rows], kind="stable")]:
+            labels[masks[i]] = i
+    return labels
+
+
+def mask_scale_segments(masks: np.ndarray, levels: np.ndarray, embeddings: np.ndarray, scale: str,
+                        underlay: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """One view's pixel-aligned features at a SAM scale: `mask_scale_labels` and the embeddings of
+    the masks it uses.
+
+    Args:
+        masks: [k, h, w] bool; levels: [k]; embeddings: [k, D] the masks' unit CLIP embeddings.
+        scale, underlay: as in `mask_scale_labels`.
+    Returns:
+        labels [h, w] int32 (row of the table, -1 none), table [m, D] float32 (the masks used, in row order).
+    """
+    labels = mask_scale_labels(masks, levels, scale, underlay)
+    used, compact = np.unique(labels[labels >= 0], return_inverse=True)
+    out = np.full(labels.shape, -1, np.int32)
+    out[labels >= 0] = compact
+    return out, np.asarray(embeddings, np.float32)[used]

@@ -2,7 +2,8 @@
 # results/tables/paper/, all four with `snakemake results/tables/paper/all`:
 #   efficiency.csv        Table 4: both methods trained, rendered and inferred side by side on one scene
 #   feature_dim.csv       Table 5: both methods at feature sizes D (per-pixel on the ideal dense features)
-#   perpixel_vs_mask.csv  Table 6: both methods on every scene of the dataset (the main rows)
+#   perpixel_vs_mask.csv  Table 6: both methods on every scene of the dataset (the main rows), and
+#                         per-pixel fields on the SAM masks of one scale each (paper.sam_scales)
 #   limited_views.csv     Table 7: the mask field distilling 10% / 50% / 100% of the training views
 # Variant runs (a D, a fraction) write under results/paper/<table>/..., never over the main
 # results; a variant equal to the main settings (the mask field's own D, 100% of the views) reads
@@ -14,8 +15,8 @@ PAPER_TABLES = ("efficiency", "feature_dim", "perpixel_vs_mask", "limited_views"
 wildcard_constraints:
     dim="[0-9]+",
     pct="[0-9]+",
-    variant="[dv][0-9]+",
-    table="feature_dim|limited_views",
+    variant="[dv][0-9]+|sam-[sml]",
+    table="feature_dim|limited_views|perpixel_vs_mask",
 
 
 def paper_dataset():
@@ -91,6 +92,25 @@ use rule perpixel_field as paper_perpixel_field_dim with:
         "logs/paper/feature_dim/perpixel_field/{dataset}/{scene}/{backend}-d{dim}.log",
     benchmark:
         "benchmarks/paper/feature_dim/perpixel_field/{dataset}/{scene}/{backend}-d{dim}.tsv"
+
+
+use rule perpixel_field as paper_perpixel_field_scale with:
+    input:
+        scene=get_scene_input,
+        geometry="results/fields/{dataset}/{scene}/geometry-{backend}.h5",
+        dense="results/cache/{dataset}/{scene}/dense-sam-{scale}.h5",
+        code=get_code("train-perpixel"),
+    output:
+        "results/paper/perpixel_vs_mask/{dataset}/{scene}/fields/perpixel-{backend}-sam-{scale}.pt",
+    wildcard_constraints:
+        scale="s|m|l",
+    params:
+        scene=get_scene_flags,
+        settings=get_perpixel_settings,
+    log:
+        "logs/paper/perpixel_vs_mask/perpixel_field/{dataset}/{scene}/{backend}-sam-{scale}.log",
+    benchmark:
+        "benchmarks/paper/perpixel_vs_mask/perpixel_field/{dataset}/{scene}/{backend}-sam-{scale}.tsv"
 
 
 use rule mask_field as paper_mask_field_views with:
@@ -232,9 +252,12 @@ def get_limited_views_variants(wildcards):
 
 
 def get_perpixel_vs_mask_metrics(wildcards):
+    """Table 6: the main rows of both methods, and the per-pixel fields on each SAM scale."""
     ds = paper_dataset()
-    return [f"results/metrics/{ds}/{scene}/{method}-{backend}.csv"
+    main = [f"results/metrics/{ds}/{scene}/{method}-{backend}.csv"
             for scene in scenes_of(ds) for method in ("maskfield", "perpixel") for backend in config["backends"]]
+    return main + [f"results/paper/perpixel_vs_mask/{ds}/{scene}/metrics/perpixel-{backend}-sam-{scale}.csv"
+                   for scene in scenes_of(ds) for backend in config["backends"] for scale in config["paper"]["sam_scales"]]
 
 
 def get_efficiency_rows(wildcards):

@@ -102,6 +102,34 @@ rule dense_teacher:
         "--settings {params.settings} --out {output} > {log} 2>&1"
 
 
+rule dense_mask_scale:
+    # LangSplat's per-pixel features: the mask teacher's masks of one SAM scale (s, m, l), each
+    # pixel carrying its smallest mask's CLIP embedding (the paper's "Per-pixel (SAM s/m/l)")
+    input:
+        scene=get_scene_input,
+        masks="results/cache/{dataset}/{scene}/masks.h5",
+        embeddings="results/cache/{dataset}/{scene}/embeddings.h5",
+        code=get_code("dense"),
+    output:
+        "results/cache/{dataset}/{scene}/dense-sam-{scale}.h5",
+    wildcard_constraints:
+        scale="s|m|l",
+    params:
+        scene=get_scene_flags,
+    log:
+        "logs/dense_teacher/{dataset}/{scene}/sam-{scale}.log",
+    benchmark:
+        "benchmarks/dense_teacher/{dataset}/{scene}/sam-{scale}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/maskfield.yaml"
+    shell:
+        "maskfield dense {params.scene} --source sam-{wildcards.scale} --masks {input.masks} "
+        "--embeddings {input.embeddings} --out {output} > {log} 2>&1"
+
+
 rule perpixel_field:
     input:
         scene=get_scene_input,
