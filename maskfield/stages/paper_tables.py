@@ -73,7 +73,7 @@ def figure_perpixel_vs_mask(df: pd.DataFrame) -> object:
                label=f"{r['method']}-{r['backend']}{teacher}")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cols))], [c.split("/")[0] for c in cols])
     ax.set_ylabel("mIoU")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars: one row per field
     return fig
 
 
