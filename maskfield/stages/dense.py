@@ -31,8 +31,8 @@ from maskfield.settings import parse_settings, to_dict
 from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
 from maskfield.teachers.clip import ClipSettings, view_features
 from maskfield.teachers.dense import (
-    MASK_SCALES, SIMULATED_UNDERLAY, SimulatedDenseSettings, class_map_of, ideal_view_segments, mask_scale_segments, simulated_view_grid,
-    unit_tokens,
+    MASK_SCALES, SIMULATED_UNDERLAY, SimulatedDenseSettings, class_map_of, ideal_view_segments, mask_scale_segments,
+    simulated_view_grid, unit_tokens,
 )
 from maskfield.teachers.featup import load_clip_with_upsampler
 from maskfield.teachers.simulated import SimulatedEmbedSettings, class_vocabulary
