@@ -84,6 +84,19 @@ def write_masks(path: str | os.PathLike, ms: MaskSet) -> Path:
     return Path(path)
 
 
+def checked_view_offsets(f: h5py.File, path: str | os.PathLike, n_views: int) -> np.ndarray:
+    """[V+1] view offsets of an open masks.h5, checked against its rows and against the scene's
+    `n_views` views (for readers that take the masks one view at a time)."""
+    offsets = f["view_offsets"][()]
+    if len(offsets) != len(f["view_names"]) + 1 or offsets[-1] != f["masks"].shape[0] or np.any(np.diff(offsets) < 0):
+        raise MaskfieldError(f"masks cache {path} is inconsistent (offsets/rows disagree); delete it and "
+                             f"rerun the `sam_masks` rule.")
+    if len(offsets) - 1 != n_views:
+        raise MaskfieldError(f"masks cache {path} has {len(offsets) - 1} views but the scene has {n_views}; "
+                             f"rerun the `sam_masks` rule for this scene.")
+    return offsets
+
+
 def read_masks(path: str | os.PathLike) -> MaskSet:
     """Read masks.h5, checking its internal consistency."""
     with open_h5(path, "masks cache", "sam_masks", ("view_names", "view_offsets", "masks", "scores", "level")) as f:

@@ -26,7 +26,7 @@ from maskfield.data.scene import Scene
 from maskfield.errors import MaskfieldError
 from maskfield.io.dense import write_dense
 from maskfield.io.h5 import open_h5
-from maskfield.io.masks import read_embeddings
+from maskfield.io.masks import checked_view_offsets, read_embeddings
 from maskfield.settings import parse_settings, to_dict
 from maskfield.stages.common import add_scene_args, pick_device, scene_from_args, seed_everything
 from maskfield.teachers.clip import ClipSettings, view_features
@@ -110,11 +110,7 @@ def mask_scale_dense(scene: Scene, out, masks_path, embeddings_path, scale: str)
     mask's CLIP embedding (`mask_scale_segments`), at the masks' own resolution."""
     emb = read_embeddings(embeddings_path, masks_path)  # also checks that it belongs to these masks
     with open_h5(masks_path, "masks cache", "sam_masks", ("view_names", "view_offsets", "masks", "level")) as f:
-        offsets, levels, masks = f["view_offsets"][()], f["level"][()], f["masks"]
-        if len(offsets) - 1 != len(scene) or offsets[-1] != len(masks) or len(emb.embeddings) != len(masks):
-            raise MaskfieldError(f"masks cache {masks_path} does not hold one set of masks per view of scene {scene.name} "
-                                 f"({len(offsets) - 1} views, {len(scene)} in the scene); rerun the `sam_masks` rule.")
-
+        offsets, levels, masks = checked_view_offsets(f, masks_path, len(scene)), f["level"][()], f["masks"]
         teacher = str(f.attrs.get("teacher", ""))
         underlay = SIMULATED_UNDERLAY if teacher == "simulated" else ()
 

@@ -28,7 +28,7 @@ from maskfield.errors import MaskfieldError
 from maskfield.io.checkpoints import load_checkpoint, save_checkpoint
 from maskfield.io.geometry import GeometryCache, open_geometry
 from maskfield.io.h5 import open_h5, read_attrs
-from maskfield.io.masks import EmbeddingSet, read_embeddings
+from maskfield.io.masks import EmbeddingSet, checked_view_offsets, read_embeddings
 from maskfield.io.renders import Renders, ViewPrediction, write_renders
 from maskfield.settings import from_dict, parse_settings, to_dict
 from maskfield.stages.common import (add_scene_args, check_checkpoint_pairing, geometry_identity, pick_device,
@@ -52,13 +52,7 @@ def teacher_view_masks(masks_path, scene: Scene, views) -> Iterator[tuple[int, n
     read from masks.h5 one view at a time (all views' masks at once would be the largest thing
     in memory at real image sizes)."""
     with open_h5(masks_path, "masks cache", "sam_masks", MASK_DATASETS) as f:
-        offsets, n_masks = f["view_offsets"][()], f["masks"].shape[0]
-        if len(offsets) != len(f["view_names"]) + 1 or offsets[-1] != n_masks or np.any(np.diff(offsets) < 0):
-            raise MaskfieldError(f"masks cache {masks_path} is inconsistent (offsets/rows disagree); delete it and "
-                                 f"rerun the `sam_masks` rule.")
-        if len(offsets) - 1 != len(scene):
-            raise MaskfieldError(f"masks cache {masks_path} has {len(offsets) - 1} views but the scene has {len(scene)}; "
-                                 f"rerun the `sam_masks` rule for this scene.")
+        offsets = checked_view_offsets(f, masks_path, len(scene))
         for sv in views:
             rows = slice(int(offsets[sv]), int(offsets[sv + 1]))
             yield sv, f["masks"][rows], rows
