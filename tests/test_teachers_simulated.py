@@ -7,8 +7,8 @@ import pytest
 from teacher_scene import tiny_scene
 
 from maskfield.teachers.simulated import (
-    SimulatedEmbedSettings, SimulatedMaskSettings, class_shares, class_vocabulary, simulate_view_embeddings,
-    simulate_view_masks,
+    SimulatedEmbedSettings, SimulatedMaskSettings, ambiguous_levels, class_shares, class_vocabulary,
+    simulate_view_embeddings, simulate_view_masks,
 )
 from maskfield.teachers.text import load_text_encoder, simulated_model_id
 
@@ -110,6 +110,41 @@ def test_embedding_noise_knob_is_honoured():
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError):
         SimulatedMaskSettings(drop_prob=1.5)
+    with pytest.raises(ValueError, match="scale_ambiguity"):
+        SimulatedMaskSettings(scale_ambiguity=-0.1)
+
+
+def test_scale_ambiguity_moves_that_share_of_sam_levels_to_the_other_scales_evenly():
+    levels = np.tile([0, 1, 2, 3], 3000)
+    assert np.array_equal(ambiguous_levels(levels, 0, SimulatedMaskSettings()), levels)
+    moved = ambiguous_levels(levels, 0, SimulatedMaskSettings(scale_ambiguity=0.3))
+    assert np.array_equal(moved[levels == 3], levels[levels == 3])  # stuff is no SAM scale
+    for lv in (0, 1, 2):
+        to = moved[levels == lv]
+        assert abs(np.mean(to != lv) - 0.3) < 0.04  # 3000 draws: binomial sd 0.008
+        others = [np.sum(to == o) for o in (0, 1, 2) if o != lv]
+        assert abs(others[0] - others[1]) < 0.2 * sum(others)
+    assert not np.array_equal(moved, ambiguous_levels(levels, 1, SimulatedMaskSettings(scale_ambiguity=0.3)))
+
+
+def test_scale_ambiguity_changes_the_levels_of_the_same_masks():
+    hier = tiny_scene(V=6).hierarchy
+    messy = SimulatedMaskSettings(drop_prob=0.1, merge_prob=0.3, fragments_per_view=2.0)
+    n_moved = n_sam = 0
+    for v in range(6):
+        base = simulate_view_masks(hier, v, 24, 32, messy)
+        same = simulate_view_masks(hier, v, 24, 32, SimulatedMaskSettings(**{**messy.__dict__, "scale_ambiguity": 0.0}))
+        assert all(np.array_equal(a, b) for a, b in zip(base, same))
+        amb = simulate_view_masks(hier, v, 24, 32, SimulatedMaskSettings(**{**messy.__dict__, "scale_ambiguity": 1.0}))
+        # the same masks with the same scores (a score identifies its mask), each at another scale
+        own = {(m.tobytes(), float(sc)): int(lv) for m, sc, lv in zip(*base)}
+        now = {(m.tobytes(), float(sc)): int(lv) for m, sc, lv in zip(*amb)}
+        assert own.keys() == now.keys() and len(now) == len(amb[0])
+        for key, lv in own.items():
+            assert (now[key] == lv) == (lv == 3) and now[key] in (0, 1, 2, 3)
+            n_sam, n_moved = n_sam + (lv != 3), n_moved + (now[key] != lv)
+        assert list(dict.fromkeys(amb[2].tolist())) == [lv for lv in (1, 2, 0, 3) if lv in amb[2]]  # order kept
+    assert n_sam > 40 and n_moved == n_sam
 
 
 def test_instances_with_a_descriptive_phrase_are_embedded_as_that_phrase():

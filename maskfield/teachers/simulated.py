@@ -4,7 +4,8 @@ It lets the 3D part be measured on hardware without SAM/CLIP weights. Masks come
 granularities (level 0 parts, 1 objects, 2 groups of touching objects, 3 background stuff) and are
 made messy the way SAM is: boundaries jittered (random erosion/dilation plus a smooth random
 displacement field), masks randomly dropped, pairs of touching objects merged, small spurious
-fragments added, and every decision redrawn per view (so views disagree). Embeddings are the
+fragments added, optionally masks moved to another of SAM's three scales (`scale_ambiguity`),
+and every decision redrawn per view (so views disagree). Embeddings are the
 pixel-share mix of the covered classes' text vectors (from the simulated text encoder) plus
 noise and occasional confusion with another class.
 
@@ -23,6 +24,10 @@ from maskfield.data.scene import SceneHierarchy
 from maskfield.teachers.text import TextEncoder
 
 LEVEL_ORDER = (1, 2, 0, 3)  # official storage order m, l, s; stuff last
+SAM_SCALE_LEVELS = (0, 1, 2)
+"""The levels of SAM's three multimask scales s, m, l (3, the simulated stuff, is none of them)."""
+AMBIGUITY_STREAM = 1
+"""Third seed word of the random stream `scale_ambiguity` draws from (the masks' own is [seed, v])."""
 
 
 @dataclass
@@ -52,9 +57,17 @@ class SimulatedMaskSettings:
     """Masks smaller than this after jitter are discarded (SAM's min region area, scaled down)."""
     stuff_level: int = 3
     """Level of background stuff masks: 3 (own level) or 1 (treated as objects)."""
+    scale_ambiguity: float = 0.0
+    """Probability, per mask and view, that a part, object or group mask (or fragment) comes at
+    one of SAM's two other scales (levels 0-2), drawn uniformly, instead of its own. SAM's
+    multimask scales are not the same level of the scene in every view: a cup alone at one scale
+    here, the cup with its saucer at the same scale there. The masks themselves do not change
+    (the levels are drawn from a random stream of their own), only the scale each is stored at,
+    which is what per-scale features (LangSplat, `maskfield dense --source sam-s|m|l`) depend on
+    and the mask field does not. 0 = every mask at its own level."""
 
     def __post_init__(self) -> None:
-        for name in ("drop_prob", "merge_prob"):
+        for name in ("drop_prob", "merge_prob", "scale_ambiguity"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.downscale < 1 or self.stuff_level not in (1, 3):
@@ -193,11 +206,32 @@ def simulate_view_masks(hier: SceneHierarchy, v: int, h: int, w: int, s: Simulat
     for m, level in fragments(h, w, rng, s):
         if m.sum() >= s.min_area:
             out.append((m, float(rng.uniform(0.7, 0.85)), level))
+    if s.scale_ambiguity > 0:
+        moved = ambiguous_levels(np.array([o[2] for o in out], np.int64), v, s)
+        out = [(m, score, int(level)) for (m, score, _), level in zip(out, moved)]
     out.sort(key=lambda t: LEVEL_ORDER.index(t[2]))  # stable: keeps the draw order within a level
     if not out:
         return np.zeros((0, h, w), bool), np.zeros(0, np.float32), np.zeros(0, np.int8)
     return (np.stack([o[0] for o in out]), np.array([o[1] for o in out], np.float32),
             np.array([o[2] for o in out], np.int8))
+
+
+def ambiguous_levels(levels: np.ndarray, v: int, s: SimulatedMaskSettings) -> np.ndarray:
+    """View v's mask levels with SAM's scale ambiguity: each level in `SAM_SCALE_LEVELS` is
+    replaced, with probability `s.scale_ambiguity`, by one of the other two drawn uniformly.
+
+    Args:
+        levels: [k] int, the masks' own levels in draw order.
+    Returns:
+        [k] int64 levels; stuff (level 3) kept. Two draws per mask whatever its level, from
+        `np.random.default_rng([seed, v, AMBIGUITY_STREAM])`, so a mask's draw depends on its
+        position only.
+    """
+    rng = np.random.default_rng([s.seed, v, AMBIGUITY_STREAM])
+    levels = np.asarray(levels, np.int64)
+    move = (rng.random(len(levels)) < s.scale_ambiguity) & np.isin(levels, SAM_SCALE_LEVELS)
+    step = rng.integers(1, len(SAM_SCALE_LEVELS), len(levels))  # 1 or 2 scales on, cyclically
+    return np.where(move, (levels + step) % len(SAM_SCALE_LEVELS), levels)
 
 
 def class_shares(masks: np.ndarray, class_map: np.ndarray, n_classes: int) -> np.ndarray:
