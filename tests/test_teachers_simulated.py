@@ -162,3 +162,32 @@ def test_instances_with_a_descriptive_phrase_are_embedded_as_that_phrase():
     assert [names[lut[i]] for i in (1, 2, 3)] == ["red mug", "blue mug", "floor"]
     red = enc(["red mug"])[0]
     assert vecs[names.index("red mug")] @ red > vecs[names.index("blue mug")] @ red + 0.3
+
+
+def test_scale_ambiguity_per_scene_moves_a_part_object_or_group_alike_in_every_view():
+    hier = tiny_scene(V=6).hierarchy
+
+    def levels_by_entity(s):
+        """{ground-truth mask name: set of levels it comes at over the views} (exact masks; the
+        book and the lamp are left out, each being its only part, so two masks alike)."""
+        seen: dict[str, set[int]] = {}
+        for v in range(6):
+            inst, part = hier.instance_maps[v], hier.part_maps[v]
+            truth = {"object 3": inst == 3, "group": np.isin(inst, [3, 4]), "part 3": part == 3, "part 4": part == 4}
+            for m, lv in zip(*simulate_view_masks(hier, v, 24, 32, s)[::2]):
+                for name in [n for n, t in truth.items() if np.array_equal(m, t)]:
+                    seen.setdefault(name, set()).add(int(lv))
+        return seen
+
+    own = levels_by_entity(SimulatedMaskSettings(**CLEAN))
+    assert own == {"object 3": {1}, "group": {2}, "part 3": {0}, "part 4": {0}}
+    moved_any = varied_any = False
+    for seed in range(4):
+        per_scene = levels_by_entity(SimulatedMaskSettings(**CLEAN, seed=seed, scale_ambiguity=0.5, scale_ambiguity_per="scene"))
+        assert all(len(lv) == 1 for lv in per_scene.values())  # one scale in every view
+        moved_any |= any(per_scene[n] != own[n] for n in own)
+        per_view = levels_by_entity(SimulatedMaskSettings(**CLEAN, seed=seed, scale_ambiguity=0.5))
+        varied_any |= any(len(lv) > 1 for lv in per_view.values())
+    assert moved_any and varied_any
+    with pytest.raises(ValueError, match="scale_ambiguity_per"):
+        SimulatedMaskSettings(scale_ambiguity_per="object")

@@ -65,6 +65,11 @@ class SimulatedMaskSettings:
     (the levels are drawn from a random stream of their own), only the scale each is stored at,
     which is what per-scale features (LangSplat, `maskfield dense --source sam-s|m|l`) depend on
     and the mask field does not. 0 = every mask at its own level."""
+    scale_ambiguity_per: str = "view"
+    """How the scale ambiguity is drawn: "view", for each mask of each view on its own (views
+    disagree, as they do about SAM's boundaries), or "scene", once for each part, object and
+    group of the scene, which then comes at that other scale in every view (SAM taking a cup on
+    a saucer for one thing from every side). Fragments are drawn per view either way."""
 
     def __post_init__(self) -> None:
         for name in ("drop_prob", "merge_prob", "scale_ambiguity"):
@@ -72,6 +77,8 @@ class SimulatedMaskSettings:
                 raise ValueError(f"{name} must be in [0, 1]")
         if self.downscale < 1 or self.stuff_level not in (1, 3):
             raise ValueError("downscale must be >= 1 and stuff_level 1 or 3")
+        if self.scale_ambiguity_per not in ("view", "scene"):
+            raise ValueError(f"scale_ambiguity_per must be 'view' or 'scene', not {self.scale_ambiguity_per!r}")
 
 
 @dataclass
@@ -137,8 +144,9 @@ def touching(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.any(ndimage.binary_dilation(a) & b))
 
 
-def object_masks(lab: ViewLabels, objects: list[int], rng: np.random.Generator, merge_prob: float) -> list[np.ndarray]:
-    """Object-level masks; with probability merge_prob an object is merged with a touching one."""
+def object_masks(lab: ViewLabels, objects: list[int], rng: np.random.Generator, merge_prob: float) -> list[tuple[np.ndarray, int]]:
+    """Object-level masks and the object each is drawn from; with probability merge_prob an
+    object is merged with a touching one."""
     masks = {i: lab.instance == i for i in objects}
     merged: set[int] = set()
     out = []
@@ -151,27 +159,33 @@ def object_masks(lab: ViewLabels, objects: list[int], rng: np.random.Generator, 
             if near:
                 j = int(rng.choice(near))
                 merged.add(j)
-                out.append(masks[i] | masks[j])
+                out.append((masks[i] | masks[j], int(i)))
                 continue
-        out.append(masks[i])
+        out.append((masks[i], int(i)))
     return out
 
 
-def ground_truth_candidates(hier: SceneHierarchy, lab: ViewLabels, rng: np.random.Generator, s: SimulatedMaskSettings) -> list[tuple[np.ndarray, int]]:
-    """Exact masks of one view, with merges applied: list of ([h, w] bool, level)."""
+Entity = tuple[int, int]
+"""(kind, id) of what a mask shows in the scene: (0, part id), (1, instance id) for an object (a
+merged pair: the object it is drawn from), (2, group index), (3, instance id) for stuff."""
+
+
+def ground_truth_candidates(hier: SceneHierarchy, lab: ViewLabels, rng: np.random.Generator,
+                            s: SimulatedMaskSettings) -> list[tuple[np.ndarray, int, Entity]]:
+    """Exact masks of one view, with merges applied: list of ([h, w] bool, level, entity)."""
     present = [int(i) for i in np.unique(lab.instance) if i > 0]
     stuff = [i for i in present if hier.instance_class.get(i) in hier.stuff_classes]
     objects = [i for i in present if i not in stuff]
-    cands = [(m, 1) for m in object_masks(lab, objects, rng, s.merge_prob)]
-    for group in hier.groups:
+    cands = [(m, 1, (1, i)) for m, i in object_masks(lab, objects, rng, s.merge_prob)]
+    for g, group in enumerate(hier.groups):
         members = [i for i in group if i in objects]
         if members:
-            cands.append((np.isin(lab.instance, members), 2))
+            cands.append((np.isin(lab.instance, members), 2, (2, g)))
     if lab.part is not None:
         for p in np.unique(lab.part):
             if p > 0 and hier.part_instance.get(int(p)) in objects:
-                cands.append((lab.part == p, 0))
-    cands += [(lab.instance == i, s.stuff_level) for i in stuff]
+                cands.append((lab.part == p, 0, (0, int(p))))
+    cands += [(lab.instance == i, s.stuff_level, (3, i)) for i in stuff]
     return cands
 
 
@@ -194,7 +208,8 @@ def simulate_view_masks(hier: SceneHierarchy, v: int, h: int, w: int, s: Simulat
     rng = np.random.default_rng([s.seed, v])
     lab = view_labels(hier, v, h, w)
     out: list[tuple[np.ndarray, float, int]] = []
-    for gt, level in ground_truth_candidates(hier, lab, rng, s):
+    entities: list[Entity | None] = []
+    for gt, level, entity in ground_truth_candidates(hier, lab, rng, s):
         if rng.random() < s.drop_prob:
             continue
         m = jitter_mask(gt, rng, s)
@@ -203,11 +218,13 @@ def simulate_view_masks(hier: SceneHierarchy, v: int, h: int, w: int, s: Simulat
         iou = (m & gt).sum() / max((m | gt).sum(), 1)
         # Like SAM's predicted IoU x stability: high for clean masks, lower for damaged ones.
         out.append((m, float(iou * rng.uniform(0.85, 1.0)), level))
+        entities.append(entity)
     for m, level in fragments(h, w, rng, s):
         if m.sum() >= s.min_area:
             out.append((m, float(rng.uniform(0.7, 0.85)), level))
+            entities.append(None)
     if s.scale_ambiguity > 0:
-        moved = ambiguous_levels(np.array([o[2] for o in out], np.int64), v, s)
+        moved = ambiguous_levels(np.array([o[2] for o in out], np.int64), v, s, entities)
         out = [(m, score, int(level)) for (m, score, _), level in zip(out, moved)]
     out.sort(key=lambda t: LEVEL_ORDER.index(t[2]))  # stable: keeps the draw order within a level
     if not out:
@@ -216,22 +233,33 @@ def simulate_view_masks(hier: SceneHierarchy, v: int, h: int, w: int, s: Simulat
             np.array([o[2] for o in out], np.int8))
 
 
-def ambiguous_levels(levels: np.ndarray, v: int, s: SimulatedMaskSettings) -> np.ndarray:
+def ambiguous_levels(levels: np.ndarray, v: int, s: SimulatedMaskSettings,
+                     entities: list[Entity | None] | None = None) -> np.ndarray:
     """View v's mask levels with SAM's scale ambiguity: each level in `SAM_SCALE_LEVELS` is
     replaced, with probability `s.scale_ambiguity`, by one of the other two drawn uniformly.
 
     Args:
         levels: [k] int, the masks' own levels in draw order.
+        entities: [k] what each mask shows (`Entity`; None for a fragment), used when
+            `s.scale_ambiguity_per` is "scene".
     Returns:
-        [k] int64 levels; stuff (level 3) kept. Two draws per mask whatever its level, from
-        `np.random.default_rng([seed, v, AMBIGUITY_STREAM])`, so a mask's draw depends on its
-        position only.
+        [k] int64 levels; stuff (level 3) kept. Per view, two draws per mask whatever its level,
+        from `np.random.default_rng([seed, v, AMBIGUITY_STREAM])`, so a mask's draw depends on
+        its position only. Per scene, a mask showing an entity takes that entity's two draws from
+        `np.random.default_rng([seed, AMBIGUITY_STREAM, kind, id])`, the same in every view.
     """
     rng = np.random.default_rng([s.seed, v, AMBIGUITY_STREAM])
     levels = np.asarray(levels, np.int64)
-    move = (rng.random(len(levels)) < s.scale_ambiguity) & np.isin(levels, SAM_SCALE_LEVELS)
-    step = rng.integers(1, len(SAM_SCALE_LEVELS), len(levels))  # 1 or 2 scales on, cyclically
-    return np.where(move, (levels + step) % len(SAM_SCALE_LEVELS), levels)
+    n = len(SAM_SCALE_LEVELS)
+    draw = rng.random(len(levels))
+    step = rng.integers(1, n, len(levels))  # 1 or 2 scales on, cyclically
+    if s.scale_ambiguity_per == "scene" and entities is not None:
+        for k, entity in enumerate(entities):
+            if entity is not None:
+                own = np.random.default_rng([s.seed, AMBIGUITY_STREAM, *entity])
+                draw[k], step[k] = own.random(), own.integers(1, n)
+    move = (draw < s.scale_ambiguity) & np.isin(levels, SAM_SCALE_LEVELS)
+    return np.where(move, (levels + step) % n, levels)
 
 
 def class_shares(masks: np.ndarray, class_map: np.ndarray, n_classes: int) -> np.ndarray:
