@@ -124,15 +124,32 @@ def test_perpixel_vs_mask_without_sam_scales_reads_only_the_main_rows(workdir, m
     assert variant_outputs(jobs) == {"results/tables/paper/perpixel_vs_mask.csv"}
 
 
-def test_limited_views_trains_only_the_fractions_below_all(workdir, main_jobs):
+def test_limited_views_trains_both_methods_only_at_the_fractions_below_all(workdir, main_jobs):
     jobs = dry_run(workdir, "results/tables/paper/limited_views.csv")
     check_main_jobs_unchanged(jobs, main_jobs)
     counts = rules(jobs)
-    assert counts["paper_mask_field_views"] == 6 * B and "perpixel_field" not in counts, counts  # 3 scenes x 10%, 50%
-    views = [s for r, s in jobs.values() if r == "paper_mask_field_views"]
-    assert sum('\\"distill_fraction\\": 0.1' in s or '"distill_fraction": 0.1' in s for s in views) == 3 * B
+    # 3 scenes x 10%, 50% for each method; 100% is the main result of each (trained once, as it is)
+    assert counts["paper_mask_field_views"] == counts["paper_perpixel_field_views"] == 6 * B, counts
+    assert counts["mask_field"] == counts["perpixel_field"] == 3 * B, counts
+    for rule in ("paper_mask_field_views", "paper_perpixel_field_views"):
+        views = [s for r, s in jobs.values() if r == rule]
+        assert sum('\\"distill_fraction\\": 0.1' in s or '"distill_fraction": 0.1' in s for s in views) == 3 * B, rule
+    # the per-pixel rows distil the main dense teacher, as the main per-pixel rows do
+    assert all("dense-simulated.h5" in s for r, s in jobs.values() if r == "paper_perpixel_field_views")
+    assert {o for o in variant_outputs(jobs) if "/metrics/perpixel-" in o} == {
+        f"results/paper/limited_views/synthetic/{scene}/metrics/perpixel-{b}-v{pct}.csv"
+        for scene in ("room", "desk", "table360") for b in BACKENDS for pct in (10, 50)}
     # the reconstruction is the main one: every scene's RGB field and geometry once, main settings
     assert counts["rgb_field"] == counts["geometry"] == 3 * B
+
+
+def test_limited_views_of_the_mask_field_alone(workdir, main_jobs):
+    jobs = dry_run(workdir, "results/tables/paper/limited_views.csv",
+                   config=("--config", "paper={'limited_views_methods': ['maskfield']}"))
+    check_main_jobs_unchanged(jobs, main_jobs)
+    counts = rules(jobs)
+    assert counts["paper_mask_field_views"] == 6 * B and "perpixel_field" not in counts, counts
+    assert "paper_perpixel_field_views" not in counts and "dense_teacher" not in counts, counts
 
 
 def test_efficiency_measures_one_scene_alone(workdir, main_jobs):
@@ -186,10 +203,13 @@ def test_every_paper_table_is_built_with_its_figure(built_tables):
     lead = versus["room/mIoU"].tolist()
     assert lead[3] == pytest.approx(lead[0] - lead[1], abs=0.11) and lead[4] == pytest.approx(lead[0] - lead[2], abs=0.11)
     views = pd.read_csv(t / "limited_views.csv")
-    assert views["views"].tolist() == [100, 50] and views["room/mIoU"].between(0, 100).all()
-    # the 100% row is the main mask field's score, read from the main metrics
+    assert views[["method", "views"]].values.tolist() == [["maskfield", 100], ["maskfield", 50],
+                                                          ["perpixel", 100], ["perpixel", 50]]
+    assert views["room/mIoU"].between(0, 100).all()
+    # each method's 100% row is its main field's score, read from the main metrics
     main = pd.read_csv(built_tables / MAIN[0]).set_index("method")
-    assert views["room/mIoU"].iloc[0] == pytest.approx(main.loc["maskfield", "room/mIoU"], abs=0.11)
+    for i, method in ((0, "maskfield"), (2, "perpixel")):
+        assert views["room/mIoU"].iloc[i] == pytest.approx(main.loc[method, "room/mIoU"], abs=0.11), method
 
 
 def test_the_gaussians_fields_train_at_the_scene_resolution_and_the_perpixel_budget_follows(main_jobs):

@@ -4,7 +4,8 @@
 #   feature_dim.csv       Table 5: both methods at feature sizes D (per-pixel on the ideal dense features)
 #   perpixel_vs_mask.csv  Table 6: both methods on every scene of the dataset (the main rows), and
 #                         per-pixel fields on the SAM masks of one scale each (paper.sam_scales)
-#   limited_views.csv     Table 7: the mask field distilling 10% / 50% / 100% of the training views
+#   limited_views.csv     Table 7: the mask field (and the per-pixel field, paper.limited_views_methods)
+#                         distilling 10% / 50% / 100% of the training views
 # Variant runs (a D, a fraction) write under results/paper/<table>/..., never over the main
 # results; a variant equal to the main settings (the mask field's own D, 100% of the views) reads
 # the main result instead of training it again.
@@ -125,6 +126,18 @@ use rule mask_field as paper_mask_field_views with:
         "benchmarks/paper/limited_views/mask_field/{dataset}/{scene}/{backend}-v{pct}.tsv"
 
 
+use rule perpixel_field as paper_perpixel_field_views with:
+    output:
+        "results/paper/limited_views/{dataset}/{scene}/fields/perpixel-{backend}-v{pct}.pt",
+    params:
+        scene=get_scene_flags_at_fraction,
+        settings=get_perpixel_settings,
+    log:
+        "logs/paper/limited_views/perpixel_field/{dataset}/{scene}/{backend}-v{pct}.log",
+    benchmark:
+        "benchmarks/paper/limited_views/perpixel_field/{dataset}/{scene}/{backend}-v{pct}.tsv"
+
+
 use rule render as paper_render_mask with:
     input:
         scene=get_scene_input,
@@ -223,15 +236,18 @@ def feature_dim_runs():
 
 
 def limited_views_runs():
-    """(metrics file, fraction) of Table 7: the mask field of every backend and scene per fraction."""
+    """(metrics file, fraction) of Table 7: each method of paper.limited_views_methods, for every
+    backend and scene, per fraction (100% reads the main result)."""
     ds = paper_dataset()
     runs = []
-    for backend in config["backends"]:
-        for scene in scenes_of(ds):
-            for fraction in config["paper"]["distill_fractions"]:
-                path = f"results/paper/limited_views/{ds}/{scene}/metrics/maskfield-{backend}-v{percent(fraction)}.csv"
-                runs.append((f"results/metrics/{ds}/{scene}/maskfield-{backend}.csv" if percent(fraction) == 100 else path,
-                             fraction))
+    for method in config["paper"]["limited_views_methods"]:
+        for backend in config["backends"]:
+            for scene in scenes_of(ds):
+                for fraction in config["paper"]["distill_fractions"]:
+                    path = f"results/paper/limited_views/{ds}/{scene}/metrics/{method}-{backend}-v{percent(fraction)}.csv"
+                    if percent(fraction) == 100:
+                        path = f"results/metrics/{ds}/{scene}/{method}-{backend}.csv"
+                    runs.append((path, fraction))
     return runs
 
 
