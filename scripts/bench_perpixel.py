@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_perpixel.py [--pixels 1024 4096 16384 65536] [--dims 3 8 16 32 64 128 256 512]
         [--samples 1 16] [--dim-pixels 4096] [--max-samples 262144] [--steps 5] [--threads 1] [--out docs/perpixel_bench] [--device auto]
-        [--backend nerf|gaussians] [--gaussians 200000]
+        [--backend nerf|gaussians] [--gaussians 200000] [--floor]
 
 Both methods train through the same feature field of one backend on the same frozen samples of
 the same view: `--backend nerf` (default), the NeRF backend's `NerfFeatureField` (the config's
@@ -29,6 +29,11 @@ total peak memory of training, from before the field exists through its two warm
 the step peak, what the timed steps add above the memory held before them (activations, the
 gradient beyond the previous step's, the optimiser's temporaries). Prints a markdown table;
 writes <out>.csv and <out>.png (time and total memory).
+
+`--floor` times, instead, for each pixels-per-step and K, the least work any D_m = 16 training
+step through the same field does (render, a mean-square loss, backward, Adam) beside the two
+methods' steps: per-pixel seconds over the floor's is the largest speed ratio a mask-level step
+could reach on that backend.
 """
 
 from __future__ import annotations
@@ -149,6 +154,36 @@ def perpixel_step(cache: GeometryCache, dim: int, device) -> callable:
     return step
 
 
+def floor_step(cache: GeometryCache, dim: int, device) -> callable:
+    """A closure running the least any training step at D = dim through the backend's feature field
+    does: render the view, a mean-square loss of the features, backward and an Adam step. No
+    mask-level step can be cheaper, so per-pixel seconds over these bound the speed ratio."""
+    field = feature_field(cache, dim, "mask").to(device)
+    opt = torch.optim.Adam(field.parameters(), lr=1e-3, fused=True)
+
+    def step() -> None:
+        loss = field.render(0).square().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def floor_rows(fits: list[tuple[int, int]], steps: int, device) -> list[dict]:
+    """Per (pixels, K): seconds per step of the floor at D = 16, the mask step at D_m = 16 and the
+    per-pixel step at D = 512, and the largest speed ratio any mask-level step could reach."""
+    rows = []
+    for n, k in fits:
+        sec = {name: seconds_per_step(make, n, k, dim, steps, device)
+               for name, make, dim in (("floor", floor_step, 16), ("mask", mask_step, 16), ("perpixel", perpixel_step, TEACHER_DIM))}
+        rows.append({"backend": BACKEND["name"], "pixels": n, "samples": k, **{f"seconds_{m}": v for m, v in sec.items()},
+                     "ratio_mask": sec["perpixel"] / sec["mask"], "ratio_bound": sec["perpixel"] / sec["floor"]})
+        print(f"| {k} | {n} | {1000 * sec['floor']:.1f} | {1000 * sec['mask']:.1f} | {1000 * sec['perpixel']:.1f} | "
+              f"{rows[-1]['ratio_mask']:.2f} | {rows[-1]['ratio_bound']:.2f} |", flush=True)
+    return rows
+
+
 def warmed_step(make, n_pixels: int, k: int, dim: int, device) -> callable:
     """The training step of one configuration, after two warm-up steps."""
     step = make(one_view_cache(n_pixels, k), dim, device)
@@ -262,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/perpixel_bench", help="writes <out>.csv and <out>.png")
     p.add_argument("--backend", choices=("nerf", "gaussians"), default="nerf", help="whose feature field both methods train")
     p.add_argument("--gaussians", type=int, default=200000, help="--backend gaussians: the number of Gaussians")
+    p.add_argument("--floor", action="store_true",
+                   help="instead of the sweeps: per pixels and K, the floor step (render, mean-square loss, backward, "
+                        "Adam at D = 16) beside both methods' steps, and the largest speed ratio a mask step could reach; "
+                        "writes <out>.csv")
     args = p.parse_args(argv)
     BACKEND.update(name=args.backend, gaussians=args.gaussians)
     keep_freed_memory()  # the steps timed with the heap `maskfield efficiency` times them with
@@ -276,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     skipped = [(n, k) for k in args.samples for n in args.pixels if n * k > args.max_samples]
     if skipped:
         print(f"skipped (pixels, K) over --max-samples {args.max_samples}: {skipped}")
+    if args.floor:
+        print("| K | pixels per step | ms/step floor D 16 | ms/step mask D_m 16 | ms/step per-pixel D 512 | speed ratio | "
+              "largest ratio (per-pixel / floor) |\n|---|---|---|---|---|---|---|", flush=True)
+        out = Path(args.out).with_suffix(".csv")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(floor_rows(fits, args.steps, device)).to_csv(out, index=False)
+        print(f"wrote {out}")
+        return 0
     pixels = [(m, n, k, 16 if m == "mask" else TEACHER_DIM) for n, k in fits for m in ("mask", "perpixel")]
     dims = [(m, args.dim_pixels, k, d) for k in args.samples for d in args.dims for m in ("mask", "perpixel")]
     rows = sweep(pixels + dims, args.steps, device)  # one sweep: every timing before any memory measurement

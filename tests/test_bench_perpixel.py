@@ -63,3 +63,27 @@ def test_the_gaussians_backend_trains_one_feature_per_gaussian(tmp_path, capsys)
     total = df[df["sweep"] == "pixels"].set_index("method")["total_peak_mib"]
     assert total["perpixel"] >= 156 and total["perpixel"] > 4 * total["mask"], total
     assert "backend gaussians (20000 Gaussians)" in capsys.readouterr().out
+
+
+def test_the_floor_mode_times_the_least_step_beside_both_methods(tmp_path, capsys):
+    """--floor: per pixels and K, the floor step (render, mean-square loss, backward, Adam) trains
+    the same field at D = 16, and the bound is the per-pixel time over the floor's."""
+    spec = importlib.util.spec_from_file_location("bench_perpixel", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    made = []
+    field = bench.feature_field
+    bench.feature_field = lambda cache, dim, method: made.append((method, dim)) or field(cache, dim, method)
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--floor", "--pixels", "64", "256", "--samples", "1", "--steps", "1", "--device", "cpu",
+                           "--out", str(tmp_path / "f")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    df = pd.read_csv(tmp_path / "f.csv")
+    assert df[["pixels", "samples"]].values.tolist() == [[64, 1], [256, 1]]
+    assert (df[["seconds_floor", "seconds_mask", "seconds_perpixel"]] > 0).all().all()
+    assert df["ratio_bound"].tolist() == (df["seconds_perpixel"] / df["seconds_floor"]).tolist()
+    # the floor trains the mask field's own network at D = 16 (the "mask" settings), then each method its own
+    assert made == [("mask", 16), ("mask", 16), ("perpixel", 512)] * 2
+    assert "| 1 | 64 |" in capsys.readouterr().out
